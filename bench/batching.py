@@ -1,0 +1,149 @@
+"""From the Sample stream to what the model and the metrics consume.
+
+Decoding and preprocessing run in DataLoader workers (:class:`PreparedSamples`); the main
+process turns a batch into one model input tensor and, per group of equal image size, one
+:class:`bench.metrics.TruthBatch` on the device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from bench.data.sample import Sample, Target
+
+
+@dataclass
+class Prepared:
+    """A sample ready for the engine: the model input instead of the full image."""
+
+    index: int
+    image_id: str
+    size: tuple[int, int]
+    input: torch.Tensor | None
+    targets: list[Target] = field(default_factory=list)
+    fixations: torch.Tensor | None = None
+    density: torch.Tensor | None = None
+    other_fixations: torch.Tensor | None = None
+    error: str | None = None  # why this sample could not be loaded (it is skipped, not fatal)
+
+
+class PreparedSamples(Dataset):
+    """Wraps a dataset of Samples: loads sample ``indices[k]`` and preprocesses it."""
+
+    def __init__(self, dataset: Dataset, preprocess: Callable[[torch.Tensor], torch.Tensor], indices: Sequence[int], skip_errors: bool = True):
+        self.dataset = dataset
+        self.preprocess = preprocess
+        self.indices = list(indices)
+        self.skip_errors = skip_errors
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> Prepared:
+        index = self.indices[k]
+        try:
+            sample: Sample = self.dataset[index]
+            _check_sample(sample)
+            model_input = self.preprocess(sample.image)
+        except (OSError, ValueError) as exc:
+            # Bad input is recorded and skipped; anything else is a bug and propagates.
+            if not self.skip_errors:
+                raise
+            image_id = _image_id(self.dataset, index)
+            return Prepared(index, image_id, (0, 0), None, error=f"{type(exc).__name__}: {exc}")
+        return Prepared(
+            index=index,
+            image_id=sample.image_id,
+            size=sample.size,
+            input=model_input,
+            targets=sample.targets,
+            fixations=sample.fixations,
+            density=sample.density,
+            other_fixations=getattr(sample, "other_fixations", None),
+        )
+
+
+def _image_id(dataset: Dataset, index: int) -> str:
+    ids = getattr(dataset, "image_ids", None)
+    try:
+        return str(ids[index]) if ids is not None else f"#{index}"
+    except (IndexError, KeyError, TypeError):
+        return f"#{index}"
+
+
+def _check_sample(sample: Sample) -> None:
+    img = sample.image
+    if not isinstance(img, torch.Tensor) or img.ndim != 3 or img.shape[0] != 3:
+        raise ValueError(f"{sample.image_id}: image must be a 3xHxW tensor, got {getattr(img, 'shape', type(img))}")
+    h, w = sample.size
+    for t in sample.targets:
+        if tuple(t.mask.shape) != (h, w):
+            raise ValueError(f"{sample.image_id}: mask of {t.label!r} is {tuple(t.mask.shape)}, image is {(h, w)}")
+
+
+def collate_prepared(batch: list[Prepared]) -> list[Prepared]:
+    return batch
+
+
+def fixation_map(points: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor:
+    """Bool HxW with the fixated pixels set. A point (x, y) marks pixel (row round(y), column
+    round(x)), rounding halves up; points outside the image are dropped."""
+    h, w = size
+    out = torch.zeros((h, w), dtype=torch.bool)
+    if points is None or len(points) == 0:
+        return out
+    p = torch.floor(torch.as_tensor(points, dtype=torch.float64) + 0.5).long()
+    ok = (p[:, 0] >= 0) & (p[:, 0] < w) & (p[:, 1] >= 0) & (p[:, 1] < h)
+    p = p[ok]
+    out[p[:, 1], p[:, 0]] = True
+    return out
+
+
+@dataclass
+class Job:
+    """One (sample, target) pair to attribute and score."""
+
+    item: int  # position in the batch
+    target: Target
+    output: int | None = None  # resolved model output index
+    candidates: list[int] = field(default_factory=list)
+
+
+def truth_for(jobs: list[Job], batch: list[Prepared], requires: set[str], device: torch.device) -> "TruthBatch":
+    """Stack the ground truth that the metrics need for jobs sharing one image size."""
+    from bench.metrics.base import TruthBatch
+
+    def stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(tensors).to(device, non_blocking=True)
+
+    masks = stack([j.target.mask.bool() for j in jobs])
+    truth = TruthBatch(masks=masks, labels=[j.target.label for j in jobs])
+    if "context" in requires:
+        truth.context = stack([j.target.context_union().bool() for j in jobs])
+    if "instances" in requires:
+        inst = [j.target.instances if j.target.instances is not None else j.target.mask[None] for j in jobs]
+        k = max(int(t.shape[0]) for t in inst)
+        h, w = masks.shape[-2:]
+        padded = torch.zeros((len(jobs), k, h, w), dtype=torch.bool)
+        for n, t in enumerate(inst):
+            padded[n, : t.shape[0]] = t.bool()
+        truth.instances = padded.to(device, non_blocking=True)
+        truth.instance_counts = torch.tensor([int(t.shape[0]) for t in inst], device=device)
+    if "fixations" in requires:
+        truth.fixations = stack([fixation_map(batch[j.item].fixations, batch[j.item].size) for j in jobs])
+        truth.other_fixations = stack(
+            [fixation_map(batch[j.item].other_fixations, batch[j.item].size) for j in jobs]
+        )
+    if "density" in requires:
+        dens = []
+        for j in jobs:
+            d = batch[j.item].density
+            if d is None:
+                raise ValueError(f"{batch[j.item].image_id}: a density metric needs a density map; the dataset gives none")
+            dens.append(torch.as_tensor(d, dtype=torch.float32))
+        truth.density = stack(dens)
+    return truth

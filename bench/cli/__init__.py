@@ -1,0 +1,44 @@
+"""Command line: ``groundbench`` / ``python -m bench``.
+
+Each subcommand lives in its own module under ``bench/cli/`` and exposes
+``register(subparsers)``, which adds its parser and sets ``func(args) -> int`` as the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from bench import __version__
+
+COMMAND_MODULES = ["run", "leaderboard", "listing"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="groundbench",
+        description="Score where vision models look against ground truth.",
+    )
+    parser.add_argument("--version", action="version", version=f"groundbench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"bench.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted; rows written so far are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

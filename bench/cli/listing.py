@@ -1,0 +1,54 @@
+"""``groundbench methods`` and ``groundbench metrics``: what is registered, with metadata."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("methods", help="list attribution methods (family, parameters)")
+    p.set_defaults(func=list_methods)
+    p = sub.add_parser("metrics", help="list metrics (direction, requirements, aggregation)")
+    p.set_defaults(func=list_metrics)
+
+
+def _params(params: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in params.items()) or "-"
+
+
+def list_methods(args: argparse.Namespace) -> int:
+    from bench.methods import METHODS
+
+    rows = []
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        flags = ",".join(f for f, on in (("grad", cls.needs_grad), ("stochastic", cls.stochastic)) if on) or "-"
+        rows.append((name, cls.family, flags, _params(dict(cls.defaults)), getattr(cls, "description", "")))
+    _print_table(("method", "family", "needs", "parameters (defaults)", "description"), rows)
+    return 0
+
+
+def list_metrics(args: argparse.Namespace) -> int:
+    from bench.metrics import METRICS
+
+    rows = []
+    for name in METRICS.names():
+        info = METRICS.get(name)
+        rows.append(
+            (
+                name,
+                "higher" if info.higher_is_better else "lower",
+                ",".join(info.requires),
+                info.aggregate,
+                _params(info.defaults),
+                info.description,
+            )
+        )
+    _print_table(("metric", "better", "requires", "aggregate", "parameters (defaults)", "description"), rows)
+    return 0
+
+
+def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())

@@ -1,0 +1,87 @@
+"""``groundbench run [CONFIG]``: run a config (default: the embedded harbor suite)."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from importlib import resources
+from pathlib import Path
+
+DEFAULT_SUITE = "harbor"
+
+
+def default_config_path() -> Path:
+    return Path(str(resources.files("bench").joinpath("suites", f"{DEFAULT_SUITE}.toml")))
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--shard takes K/N (e.g. 0/4), got {text!r}") from exc
+    if not (n >= 1 and 0 <= k < n):
+        raise argparse.ArgumentTypeError(f"--shard {text}: need 0 <= K < N")
+    return k, n
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run a benchmark config (default: the embedded harbor suite)")
+    p.add_argument("config", nargs="?", help="TOML run config; omitted: the embedded harbor suite")
+    p.add_argument("--out", help="parent directory for results (default: the config's output_dir, 'results')")
+    p.add_argument("--name", help="run name (default: the config's name)")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides the config)")
+    p.add_argument("--batch-size", type=int, help="override the config's batch size")
+    p.add_argument("--num-workers", type=int, help="DataLoader workers for decoding")
+    p.add_argument("--root", help="dataset root directory (overrides [dataset] root)")
+    p.add_argument("--shard", type=parse_shard, help="run only samples i with i %% N == K (K/N)")
+    p.add_argument("--save-maps", action="store_true", help="also save every map as .npy at original resolution")
+    p.add_argument("--fresh", action="store_true", help="delete earlier results of this run name first")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=main)
+
+
+def overrides_from(args: argparse.Namespace) -> dict:
+    over: dict = {}
+    for key in ("name", "device", "batch_size", "num_workers"):
+        value = getattr(args, key, None)
+        if value is not None:
+            over[key] = value
+    if getattr(args, "out", None):
+        over["output_dir"] = args.out
+    if getattr(args, "save_maps", False):
+        over["save_maps"] = True
+    if getattr(args, "root", None):
+        over["dataset"] = {"root": args.root}
+    return over
+
+
+def main(args: argparse.Namespace) -> int:
+    from bench.config import ConfigError, load_config
+    from bench.engine import RunError, run_config
+    from bench.report.leaderboard import build, render_text
+    from bench.report.write import write_tables
+
+    path = Path(args.config) if args.config else default_config_path()
+    try:
+        cfg = load_config(path, overrides_from(args))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(cfg.output_dir) / cfg.name
+    if args.shard:
+        out = out / f"shard-{args.shard[0]}-of-{args.shard[1]}"
+    if args.fresh and out.exists():
+        shutil.rmtree(out)
+    try:
+        summary = run_config(cfg, out_dir=out, resume=True, shard=args.shard, progress=not args.no_progress)
+    except (RunError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print(f"rows written so far are kept in {out}", file=sys.stderr)
+        return 1
+    lb = build(out, seed=cfg.seed)
+    text = render_text(lb)
+    write_tables(lb, out)
+    print(text)
+    print(f"results: {out}  ({summary.rows_written} rows this run, {summary.seconds:.1f} s)")
+    return 0

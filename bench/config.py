@@ -1,0 +1,231 @@
+"""Run configuration: one TOML file, read as data (never evaluated), validated up front.
+
+::
+
+    name = "harbor-default"      # results go to <output_dir>/<name>/
+    seed = 0
+    device = "auto"              # auto | cpu | cuda | cuda:N
+    batch_size = 64
+    num_workers = 0              # DataLoader workers for decoding (0: in the main process)
+    output_dir = "results"
+    save_maps = false            # also write every map at original resolution (.npy)
+
+    [dataset]                    # name picks a registered loader; other keys are its parameters
+    name = "harbor"
+    split = "test"
+
+    [[models]]                   # one table per model; extra keys go to its adapter
+    spec = "harbor:contextual"
+
+    [[methods]]                  # one table per method setting; extra keys are its parameters
+    name = "gradcam"
+
+    [[metrics]]                  # extra keys are the metric's parameters; `label` renames its column
+    name = "pointing_game"
+    tolerance = 6
+
+Unknown keys, wrong types, and unknown method or metric names are errors that name the file and
+the key, with a did-you-mean suggestion where one is close.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """The config file is invalid; the message names the file and the problem."""
+
+
+@dataclass
+class Component:
+    """A named, parameterised part of a run: a dataset, model, method or metric."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None
+
+    def to_dict(self, key: str = "name") -> dict[str, Any]:
+        out: dict[str, Any] = {key: self.name, **self.params}
+        if self.label:
+            out["label"] = self.label
+        return out
+
+
+@dataclass
+class RunConfig:
+    name: str
+    dataset: Component
+    models: list[Component]
+    methods: list[Component]
+    metrics: list[Component]
+    seed: int = 0
+    device: str = "auto"
+    batch_size: int = 32
+    num_workers: int = 0
+    output_dir: str = "results"
+    save_maps: bool = False
+    source: str = "<dict>"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as TOML-ready data (what the run writes beside its results)."""
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "device": self.device,
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
+            "output_dir": self.output_dir,
+            "save_maps": self.save_maps,
+            "dataset": self.dataset.to_dict(),
+            "models": [m.to_dict("spec") for m in self.models],
+            "methods": [m.to_dict() for m in self.methods],
+            "metrics": [m.to_dict() for m in self.metrics],
+        }
+
+
+_SCALARS: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "seed": int,
+    "device": str,
+    "batch_size": int,
+    "num_workers": int,
+    "output_dir": str,
+    "save_maps": bool,
+}
+_TABLES = ("dataset", "model", "models", "methods", "metrics")
+
+
+def _fail(source: str, msg: str) -> ConfigError:
+    return ConfigError(f"{source}: {msg}")
+
+
+def _unknown(source: str, where: str, key: str, known: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return _fail(source, f"unknown key {key!r} in {where}{hint} (known: {', '.join(known)})")
+
+
+def _component(source: str, where: str, table: Any, key: str = "name") -> Component:
+    if not isinstance(table, dict):
+        raise _fail(source, f"{where} must be a table, got {type(table).__name__}")
+    params = copy.deepcopy(table)
+    name = params.pop(key, None)
+    if not isinstance(name, str) or not name:
+        raise _fail(source, f"{where} needs a string {key!r}")
+    label = params.pop("label", None)
+    if label is not None and not isinstance(label, str):
+        raise _fail(source, f"{where}: 'label' must be a string")
+    return Component(name, params, label)
+
+
+def parse_config(data: dict[str, Any], source: str = "<dict>", default_name: str = "run") -> RunConfig:
+    """Validate a config's data and resolve it into a :class:`RunConfig`.
+
+    Method and metric names and parameters are checked against their registries here, before
+    anything runs, so a typo costs nothing.
+    """
+    for key in data:
+        if key not in _SCALARS and key not in _TABLES:
+            raise _unknown(source, "the top level", key, sorted([*_SCALARS, *_TABLES]))
+    scalars: dict[str, Any] = {}
+    for key, typ in _SCALARS.items():
+        if key in data:
+            value = data[key]
+            ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
+            if not ok:
+                raise _fail(source, f"{key!r} must be {typ.__name__}, got {value!r}")
+            scalars[key] = value
+    if scalars.get("batch_size", 1) < 1:
+        raise _fail(source, "'batch_size' must be at least 1")
+    if scalars.get("num_workers", 0) < 0:
+        raise _fail(source, "'num_workers' must be 0 or more")
+
+    if "dataset" not in data:
+        raise _fail(source, "missing [dataset] table")
+    dataset = _component(source, "[dataset]", data["dataset"])
+    if "model" in data and "models" in data:
+        raise _fail(source, "give either 'model' or [[models]], not both")
+    raw_models = data.get("models", [])
+    if "model" in data:
+        raw_models = [data["model"] if isinstance(data["model"], dict) else {"spec": data["model"]}]
+    if not isinstance(raw_models, list) or not raw_models:
+        raise _fail(source, "need at least one model ([[models]] with a 'spec')")
+    models = [_component(source, f"models[{i}]", m, key="spec") for i, m in enumerate(raw_models)]
+    methods = [_component(source, f"methods[{i}]", m) for i, m in enumerate(_list(source, data, "methods"))]
+    metrics = [_component(source, f"metrics[{i}]", m) for i, m in enumerate(_list(source, data, "metrics"))]
+
+    _check_methods(source, methods)
+    _check_metrics(source, metrics)
+    return RunConfig(
+        name=scalars.pop("name", default_name),
+        dataset=dataset,
+        models=models,
+        methods=methods,
+        metrics=metrics,
+        source=source,
+        **scalars,
+    )
+
+
+def _list(source: str, data: dict[str, Any], key: str) -> list[Any]:
+    value = data.get(key)
+    if not isinstance(value, list) or not value:
+        raise _fail(source, f"need at least one entry in [[{key}]]")
+    return value
+
+
+def _check_methods(source: str, methods: list[Component]) -> None:
+    from bench.methods import create_method
+
+    labels = set()
+    for m in methods:
+        try:
+            method = create_method(m.name, **m.params)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise _fail(source, f"method {m.name!r}: {exc}") from exc
+        label = m.label or method.label
+        if label in labels:
+            raise _fail(source, f"method {label!r} appears twice; give one a 'label'")
+        labels.add(label)
+
+
+def _check_metrics(source: str, metrics: list[Component]) -> None:
+    from bench.metrics import METRICS
+
+    labels = set()
+    for m in metrics:
+        try:
+            info = METRICS.get(m.name)
+            info.validate_params(m.params)
+        except (KeyError, ValueError) as exc:
+            raise _fail(source, f"metric {m.name!r}: {exc}") from exc
+        label = m.label or m.name
+        if label in labels:
+            raise _fail(source, f"metric column {label!r} appears twice; give one a 'label'")
+        labels.add(label)
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a TOML config; ``overrides`` replace top-level keys (and ``dataset`` keys given as
+    ``{"dataset": {...}}``) before validation."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: config file not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text: {exc}") from exc
+    for key, value in (overrides or {}).items():
+        if key == "dataset" and isinstance(value, dict):
+            data.setdefault("dataset", {}).update(value)
+        else:
+            data[key] = value
+    return parse_config(data, source=str(path), default_name=path.stem)

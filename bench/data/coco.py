@@ -1,0 +1,236 @@
+"""COCO object instances (``instances_*.json``) -> :class:`Sample`, masks decoded by pycocotools.
+
+Layout (the official one; every path can be overridden): ``<root>/annotations/instances_<split>
+.json`` and images in ``<root>/<split>/``. Any directory in this format works, e.g. the 100-image
+sample in ``shared/data/coco_tiny``.
+
+Conventions, stated once here:
+
+- One :class:`Target` per class present in an image (the classes in category-id order). Its
+  ``mask`` is the union of the class's instance masks; ``instances`` has one mask per non-crowd
+  instance (in annotation order); ``boxes`` their COCO boxes ``[x, y, w, h]`` as xyxy
+  ``[x, y, x + w, y + h]`` in pixels (pixel (c, r) covers [c, c+1) x [r, r+1)).
+- Segmentations: polygons, uncompressed RLE (crowd regions) and compressed RLE are all decoded
+  with ``pycocotools.mask``. An annotation without a usable segmentation (an empty polygon list,
+  or polygons of fewer than 3 points) falls back to its box, rasterised as the pixels the box
+  covers.
+- ``iscrowd`` policy (``crowd=``): ``"include"`` (default; as TorchRay's COCO pointing game, which
+  unions ``annToMask`` over all of a class's annotations): a crowd region's pixels belong to its
+  class's target mask, but it is not an instance and gives no box; a class present only as a
+  crowd is still a target. ``"exclude"``: crowd annotations are ignored altogether.
+- ``difficult`` is the pointing-game "difficult" subset (Zhang et al. 2016): the class's total
+  area (pixels of its union mask) is below 1/4 of the image *and* another class is present.
+- Images with no target (no annotation, or only crowd ones under ``"exclude"``) are skipped
+  when ``skip_empty`` (default) and counted in ``dataset.skipped``.
+- ``image_id`` is the COCO image id as a string. Images are in the JSON's ``images`` order;
+  ``limit`` keeps the first N samples.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+from torch.utils.data import Dataset
+
+from bench.data.images import load_image
+from bench.data.manifest import Manifest, optional_manifest
+from bench.data.registry import register_dataset
+from bench.data.sample import Sample, Target
+
+CROWD_POLICIES = ("include", "exclude")
+DIFFICULT_AREA_FRACTION = 0.25
+
+
+class DatasetFormatError(ValueError):
+    """A dataset file breaks its format; the message names the file."""
+
+
+def read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: annotation file not found")
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except json.JSONDecodeError as exc:
+        raise DatasetFormatError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def resolve(root: Path, given: str | Path | None, default: str) -> Path:
+    """A path parameter: absolute as given, else relative to the dataset root."""
+    path = Path(given) if given is not None else Path(default)
+    return path if path.is_absolute() else root / path
+
+
+def box_mask(boxes: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Union of xyxy boxes rasterised as the pixels they cover: columns floor(x0) .. ceil(x1)-1
+    and rows floor(y0) .. ceil(y1)-1, clipped to the image."""
+    out = np.zeros((h, w), dtype=bool)
+    for x0, y0, x1, y1 in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
+        c0, r0 = max(0, math.floor(x0)), max(0, math.floor(y0))
+        c1, r1 = min(w, math.ceil(x1)), min(h, math.ceil(y1))
+        if c1 > c0 and r1 > r0:
+            out[r0:r1, c0:c1] = True
+    return out
+
+
+def xywh_to_xyxy(bbox: list[float]) -> list[float]:
+    x, y, bw, bh = (float(v) for v in bbox)
+    return [x, y, x + bw, y + bh]
+
+
+def decode_segmentation(ann: dict, h: int, w: int) -> np.ndarray:
+    """bool HxW mask of one COCO annotation (polygons, uncompressed or compressed RLE), with the
+    box fallback described in the module docstring."""
+    seg = ann.get("segmentation")
+    rle = None
+    if isinstance(seg, list):
+        polys = [p for p in seg if isinstance(p, list) and len(p) >= 6]
+        if polys:
+            rle = mask_utils.merge(mask_utils.frPyObjects(polys, h, w))
+    elif isinstance(seg, dict) and "counts" in seg:
+        if isinstance(seg["counts"], list):
+            rle = mask_utils.frPyObjects(seg, h, w)
+        else:
+            counts = seg["counts"]
+            rle = {"size": seg["size"], "counts": counts.encode() if isinstance(counts, str) else counts}
+        if tuple(rle["size"]) != (h, w):
+            raise DatasetFormatError(
+                f"annotation {ann.get('id')}: RLE size {rle['size']} != image size {[h, w]}"
+            )
+    if rle is None:
+        return box_mask(np.array([xywh_to_xyxy(ann["bbox"])]), h, w)
+    return mask_utils.decode(rle).astype(bool)
+
+
+def difficult_flags(areas: list[int], image_area: int) -> list[bool]:
+    """The pointing-game "difficult" subset: class area < 1/4 of the image and another class
+    present."""
+    others = len(areas) > 1
+    return [others and a < DIFFICULT_AREA_FRACTION * image_area for a in areas]
+
+
+def check_image_size(image: torch.Tensor, h: int, w: int, path: Path, source: str) -> None:
+    if tuple(image.shape[-2:]) != (h, w):
+        raise DatasetFormatError(
+            f"{path}: image is {image.shape[-1]}x{image.shape[-2]} (WxH) but {source} says "
+            f"{w}x{h}"
+        )
+
+
+class CocoInstances(Dataset):
+    """Map-style dataset of :class:`Sample` from a COCO instances JSON (module docstring)."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "val2017",
+        *,
+        limit: int | None = None,
+        manifest: Manifest | None = None,
+        annotations: str | Path | None = None,
+        images: str | Path | None = None,
+        crowd: str = "include",
+        skip_empty: bool = True,
+        classes: list[str] | None = None,
+    ):
+        if crowd not in CROWD_POLICIES:
+            raise ValueError(f"crowd must be one of {CROWD_POLICIES}, got {crowd!r}")
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"{self.root}: COCO root directory not found")
+        self.split = split
+        self.crowd = crowd
+        self.annotation_file = resolve(self.root, annotations, f"annotations/instances_{split}.json")
+        self.image_dir = resolve(self.root, images, split)
+        data = read_json(self.annotation_file)
+        for key in ("images", "annotations", "categories"):
+            if key not in data:
+                raise DatasetFormatError(f"{self.annotation_file}: no {key!r} list (not COCO instances)")
+        cats = sorted(data["categories"], key=lambda c: c["id"])
+        self.category_names = {c["id"]: c["name"] for c in cats}
+        self.class_names = [c["name"] for c in cats]
+        if classes is not None:
+            unknown = sorted(set(classes) - set(self.class_names))
+            if unknown:
+                raise ValueError(f"{self.annotation_file}: unknown classes {unknown}")
+        keep = set(classes) if classes is not None else None
+        by_image: dict[int, list[dict]] = {}
+        for ann in data["annotations"]:
+            if crowd == "exclude" and ann.get("iscrowd", 0):
+                continue
+            if keep is not None and self.category_names.get(ann["category_id"]) not in keep:
+                continue
+            if ann["category_id"] not in self.category_names:
+                raise DatasetFormatError(
+                    f"{self.annotation_file}: annotation {ann.get('id')} has unknown category "
+                    f"{ann['category_id']}"
+                )
+            by_image.setdefault(ann["image_id"], []).append(ann)
+        self.records: list[tuple[dict, list[dict]]] = []
+        self.skipped = {"no_targets": 0}
+        for info in data["images"]:
+            anns = by_image.get(info["id"], [])
+            if skip_empty and not anns:
+                self.skipped["no_targets"] += 1
+                continue
+            self.records.append((info, anns))
+            if limit is not None and len(self.records) >= limit:
+                break
+        self.manifest = manifest.to_dict() if manifest is not None else None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> Sample:
+        info, anns = self.records[index]
+        h, w = int(info["height"]), int(info["width"])
+        path = self.image_dir / info["file_name"]
+        image = load_image(path)
+        check_image_size(image, h, w, path, str(self.annotation_file))
+        return Sample(image=image, image_id=str(info["id"]), targets=self.targets(anns, h, w))
+
+    def targets(self, anns: list[dict], h: int, w: int) -> list[Target]:
+        per_class: dict[int, list[dict]] = {}
+        for ann in anns:
+            per_class.setdefault(ann["category_id"], []).append(ann)
+        out: list[Target] = []
+        for cat_id in sorted(per_class):
+            union = np.zeros((h, w), dtype=bool)
+            instances, boxes = [], []
+            for ann in per_class[cat_id]:
+                m = decode_segmentation(ann, h, w)
+                union |= m
+                if not ann.get("iscrowd", 0):
+                    instances.append(m)
+                    boxes.append(xywh_to_xyxy(ann["bbox"]))
+            out.append(
+                Target(
+                    label=self.category_names[cat_id],
+                    mask=torch.from_numpy(union),
+                    instances=torch.from_numpy(np.stack(instances)) if instances
+                    else torch.zeros((0, h, w), dtype=torch.bool),
+                    boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                )
+            )
+        areas = [int(t.mask.sum()) for t in out]
+        for t, hard in zip(out, difficult_flags(areas, h * w)):
+            t.difficult = hard
+        return out
+
+
+@register_dataset("coco")
+def coco(
+    root: str | Path,
+    split: str = "val2017",
+    limit: int | None = None,
+    manifest: str | None = "coco2017-val",
+    **params: Any,
+) -> CocoInstances:
+    """COCO instances; ``params``: annotations, images, crowd, skip_empty, classes."""
+    return CocoInstances(root, split, limit=limit, manifest=optional_manifest(manifest), **params)

@@ -1,0 +1,223 @@
+"""COCO panoptic (official JSON + id PNGs) -> :class:`Sample`: things as targets, stuff as context.
+
+Layout (official; every path can be overridden): ``<root>/annotations/panoptic_<split>.json``,
+the id PNGs in ``<root>/annotations/panoptic_<split>/`` and images in ``<root>/<split>/``.
+
+Conventions:
+
+- A PNG pixel's segment id is ``R + 256 G + 256^2 B`` (panopticapi's ``rgb2id``); id 0 is void.
+  Each segment's ``category_id`` comes from the annotation's ``segments_info``.
+- Every *thing* class present is a :class:`Target`, built as in :mod:`bench.data.coco`: the mask
+  is the union of its segments, ``instances`` and ``boxes`` come from its non-crowd segments
+  (boxes from ``segments_info[*].bbox``), the same ``crowd`` policy, the same pointing-game
+  ``difficult`` flag (computed over the thing targets).
+- *Stuff* is never a target. It becomes context: for a target of class ``c`` the manifest's
+  ``context_pairs[c]`` names regions (``boat -> water``), and ``context_regions`` says which
+  categories make each region (``water = [sea, river, water-other]``); the region's mask is the
+  union of those segments. Only regions present in the image are included. Panoptic segments do
+  not overlap, so a context region never contains the object's own pixels. The pairs are data:
+  without a manifest there is no context.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from bench.data.coco import (
+    CROWD_POLICIES,
+    DatasetFormatError,
+    check_image_size,
+    difficult_flags,
+    read_json,
+    resolve,
+    xywh_to_xyxy,
+)
+from bench.data.images import load_image
+from bench.data.manifest import Manifest, optional_manifest
+from bench.data.registry import register_dataset
+from bench.data.sample import Sample, Target
+
+
+def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
+    """Segment ids of an HxWx3 uint8 panoptic PNG."""
+    rgb = rgb.astype(np.uint32)
+    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
+
+
+def read_segment_ids(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode != "RGB":
+                raise DatasetFormatError(
+                    f"{path}: panoptic PNG must be RGB (segment ids in R + 256 G + 256^2 B), "
+                    f"got mode {img.mode}"
+                )
+            return rgb_to_id(np.asarray(img))
+    except (OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, DatasetFormatError):
+            raise
+        raise DatasetFormatError(f"{path}: cannot read panoptic PNG ({exc})") from exc
+
+
+class CocoPanoptic(Dataset):
+    """Map-style dataset of :class:`Sample` from COCO panoptic annotations (module docstring)."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "val2017",
+        *,
+        limit: int | None = None,
+        manifest: Manifest | None = None,
+        annotations: str | Path | None = None,
+        masks: str | Path | None = None,
+        images: str | Path | None = None,
+        crowd: str = "include",
+        skip_empty: bool = True,
+        classes: list[str] | None = None,
+    ):
+        if crowd not in CROWD_POLICIES:
+            raise ValueError(f"crowd must be one of {CROWD_POLICIES}, got {crowd!r}")
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"{self.root}: COCO panoptic root directory not found")
+        self.crowd = crowd
+        self.annotation_file = resolve(self.root, annotations, f"annotations/panoptic_{split}.json")
+        self.mask_dir = resolve(self.root, masks, f"annotations/panoptic_{split}")
+        self.image_dir = resolve(self.root, images, split)
+        data = read_json(self.annotation_file)
+        for key in ("images", "annotations", "categories"):
+            if key not in data:
+                raise DatasetFormatError(f"{self.annotation_file}: no {key!r} list (not COCO panoptic)")
+        cats = sorted(data["categories"], key=lambda c: c["id"])
+        if any("isthing" not in c for c in cats):
+            raise DatasetFormatError(f"{self.annotation_file}: categories lack 'isthing'")
+        self.categories = {c["id"]: c for c in cats}
+        self.class_names = [c["name"] for c in cats if c["isthing"]]
+        if classes is not None:
+            unknown = sorted(set(classes) - set(self.class_names))
+            if unknown:
+                raise ValueError(f"{self.annotation_file}: unknown thing classes {unknown}")
+        self.keep = set(classes) if classes is not None else set(self.class_names)
+
+        # Context: class -> region -> category ids, checked against this file's categories so
+        # that a typo in the manifest is an error, not silently missing context.
+        by_name = {c["name"]: c["id"] for c in cats}
+        self.context: dict[str, dict[str, set[int]]] = {}
+        if manifest is not None:
+            for label in manifest.context_pairs:
+                if label not in self.class_names:
+                    continue
+                regions = {}
+                for region, names in manifest.regions_for(label).items():
+                    missing = [n for n in names if n not in by_name]
+                    if missing:
+                        raise DatasetFormatError(
+                            f"{manifest.path}: context region {region!r} of {label!r} names "
+                            f"categories {missing} that {self.annotation_file} does not have"
+                        )
+                    regions[region] = {by_name[n] for n in names}
+                self.context[label] = regions
+
+        infos = {img["id"]: img for img in data["images"]}
+        self.records: list[tuple[dict, dict]] = []
+        self.skipped = {"no_targets": 0}
+        for ann in data["annotations"]:
+            if ann["image_id"] not in infos:
+                raise DatasetFormatError(
+                    f"{self.annotation_file}: annotation for unknown image {ann['image_id']}"
+                )
+            if skip_empty and not any(self._is_target(s) for s in ann["segments_info"]):
+                self.skipped["no_targets"] += 1
+                continue
+            self.records.append((infos[ann["image_id"]], ann))
+            if limit is not None and len(self.records) >= limit:
+                break
+        self.manifest = manifest.to_dict() if manifest is not None else None
+
+    def _is_target(self, seg: dict) -> bool:
+        cat = self.categories.get(seg["category_id"])
+        if cat is None:
+            raise DatasetFormatError(
+                f"{self.annotation_file}: segment {seg.get('id')} has unknown category "
+                f"{seg['category_id']}"
+            )
+        if not cat["isthing"] or cat["name"] not in self.keep:
+            return False
+        return not (self.crowd == "exclude" and seg.get("iscrowd", 0))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> Sample:
+        info, ann = self.records[index]
+        h, w = int(info["height"]), int(info["width"])
+        path = self.image_dir / info["file_name"]
+        image = load_image(path)
+        check_image_size(image, h, w, path, str(self.annotation_file))
+        png = self.mask_dir / ann["file_name"]
+        ids = read_segment_ids(png)
+        if ids.shape != (h, w):
+            raise DatasetFormatError(f"{png}: size {ids.shape[::-1]} != image size {(w, h)}")
+        return Sample(image=image, image_id=str(info["id"]), targets=self.targets(ann, ids))
+
+    def targets(self, ann: dict, ids: np.ndarray) -> list[Target]:
+        h, w = ids.shape
+        per_class: dict[int, list[dict]] = {}
+        stuff: dict[int, list[int]] = {}
+        for seg in ann["segments_info"]:
+            if self._is_target(seg):
+                per_class.setdefault(seg["category_id"], []).append(seg)
+            elif not self.categories[seg["category_id"]]["isthing"]:
+                stuff.setdefault(seg["category_id"], []).append(seg["id"])
+        out: list[Target] = []
+        for cat_id in sorted(per_class):
+            label = self.categories[cat_id]["name"]
+            union = np.zeros((h, w), dtype=bool)
+            instances, boxes = [], []
+            for seg in per_class[cat_id]:
+                m = ids == seg["id"]
+                union |= m
+                if not seg.get("iscrowd", 0):
+                    instances.append(m)
+                    boxes.append(xywh_to_xyxy(seg["bbox"]))
+            context = {}
+            for region, region_cats in self.context.get(label, {}).items():
+                seg_ids = [sid for cid in region_cats for sid in stuff.get(cid, [])]
+                if seg_ids:
+                    region_mask = np.isin(ids, seg_ids)
+                    if region_mask.any():
+                        context[region] = torch.from_numpy(region_mask)
+            out.append(
+                Target(
+                    label=label,
+                    mask=torch.from_numpy(union),
+                    instances=torch.from_numpy(np.stack(instances)) if instances
+                    else torch.zeros((0, h, w), dtype=torch.bool),
+                    boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                    context=context,
+                )
+            )
+        areas = [int(t.mask.sum()) for t in out]
+        for t, hard in zip(out, difficult_flags(areas, h * w)):
+            t.difficult = hard
+        return out
+
+
+@register_dataset("coco_panoptic")
+def coco_panoptic(
+    root: str | Path,
+    split: str = "val2017",
+    limit: int | None = None,
+    manifest: str | None = "coco2017-val",
+    **params: Any,
+) -> CocoPanoptic:
+    """COCO panoptic; ``params``: annotations, masks, images, crowd, skip_empty, classes."""
+    return CocoPanoptic(root, split, limit=limit, manifest=optional_manifest(manifest), **params)

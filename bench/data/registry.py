@@ -1,0 +1,40 @@
+"""Dataset registry: a config's ``[dataset] name = ...`` picks a loader factory here.
+
+A factory takes the config's dataset parameters (root, split, ...) and returns a map-style
+``torch.utils.data.Dataset`` whose items are :class:`bench.data.Sample`, with attributes
+``class_names`` (list of dataset class names) and ``manifest`` (the manifest dict it was built
+from, or None). Third-party loaders join through the entry-point group ``groundbench.datasets``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from bench.registry import Registry
+
+DatasetFactory = Callable[..., Any]
+
+DATASETS: Registry[DatasetFactory] = Registry("dataset", "groundbench.datasets")
+
+
+def register_dataset(name: str) -> Callable[[DatasetFactory], DatasetFactory]:
+    return DATASETS.register(name)
+
+
+def load_dataset(name: str, **params: Any):
+    import bench.data.loaders  # noqa: F401  (registers the built-in loaders)
+
+    return DATASETS.get(name)(**params)
+
+
+def manifest_dir():
+    """Where the ``data_manifests/*.toml`` files are: the installed package
+    ``bench.data_manifests`` (a wheel), or ``data_manifests/`` beside ``bench/`` in a source
+    checkout (what Python imports when it runs from the repository root)."""
+    from importlib import resources
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parents[2] / "data_manifests"
+    if source.is_dir():
+        return source
+    return Path(str(resources.files("bench.data_manifests")))

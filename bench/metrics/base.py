@@ -1,0 +1,143 @@
+"""Metric metadata and the registry (DESIGN.md, "Metric").
+
+The public metric functions (``bench.metrics.pointing_game`` and friends) are plain batched
+tensor functions over ``maps`` BxHxW and bool masks BxHxW. The registry wraps each in a
+:class:`MetricInfo` whose ``score(maps, truth, **params)`` takes a :class:`TruthBatch`, so the
+engine can call every metric the same way and a config can name it.
+
+Undefined values (an empty ground-truth mask, no context region in the image, a map with no
+positive mass) are NaN in the registered score: the leaderboard excludes them from the mean and
+reports how many there were. They are never a hit.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+import torch
+
+from bench.registry import Registry
+
+REQUIREMENTS = ("masks", "boxes", "instances", "context", "fixations", "density")
+
+
+@dataclass
+class TruthBatch:
+    """Ground truth for a batch of (image, target) pairs that share one image size HxW.
+
+    masks: bool BxHxW target masks. context: bool BxHxW union of the target's context regions
+    (all-false where it has none). instances: bool BxKxHxW padded with all-false masks, with
+    ``instance_counts`` B. fixations: bool BxHxW fixated pixels; density: float BxHxW;
+    other_fixations: bool BxHxW fixations pooled from other images (shuffled AUC negatives).
+    labels: the dataset class of each row.
+    """
+
+    masks: torch.Tensor
+    labels: list[str] = field(default_factory=list)
+    context: torch.Tensor | None = None
+    instances: torch.Tensor | None = None
+    instance_counts: torch.Tensor | None = None
+    fixations: torch.Tensor | None = None
+    density: torch.Tensor | None = None
+    other_fixations: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    name: str
+    score: Callable[..., torch.Tensor]
+    higher_is_better: bool
+    requires: tuple[str, ...]
+    aggregate: Literal["mean", "class_mean"]
+    description: str = ""
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        sig = inspect.signature(self.score)
+        return {
+            k: p.default
+            for k, p in list(sig.parameters.items())[2:]
+            if p.default is not inspect.Parameter.empty
+        }
+
+    def validate_params(self, params: dict[str, Any]) -> None:
+        import difflib
+
+        for key in params:
+            if key not in self.defaults:
+                close = difflib.get_close_matches(key, list(self.defaults), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(
+                    f"metric {self.name!r} has no parameter {key!r}{hint} "
+                    f"(parameters: {', '.join(self.defaults) or 'none'})"
+                )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "higher_is_better": self.higher_is_better,
+            "requires": list(self.requires),
+            "aggregate": self.aggregate,
+            "params": self.defaults,
+        }
+
+
+METRICS: Registry[MetricInfo] = Registry("metric", "groundbench.metrics")
+
+
+def register_metric(
+    name: str,
+    *,
+    higher_is_better: bool,
+    requires: tuple[str, ...],
+    aggregate: Literal["mean", "class_mean"] = "mean",
+    description: str = "",
+) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
+    """Decorate ``score(maps, truth: TruthBatch, **params) -> float tensor B`` (NaN where
+    undefined) to register it under ``name``."""
+    bad = set(requires) - set(REQUIREMENTS)
+    if bad:
+        raise ValueError(f"metric {name!r}: unknown requirements {sorted(bad)}")
+
+    def add(score: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        METRICS.add(
+            name,
+            MetricInfo(name, score, higher_is_better, tuple(requires), aggregate, description),
+        )
+        return score
+
+    return add
+
+
+def invalid_maps(maps: torch.Tensor) -> torch.Tensor:
+    """B bool: the map has a NaN or Inf, or is constant (no location is preferred)."""
+    flat = maps.flatten(1)
+    finite = torch.isfinite(flat).all(dim=1)
+    safe = torch.where(torch.isfinite(flat), flat, torch.zeros_like(flat))
+    constant = safe.amax(dim=1) == safe.amin(dim=1)
+    return ~finite | constant
+
+
+def positive_mass(maps: torch.Tensor) -> torch.Tensor:
+    """The positive part of each map, with non-finite maps zeroed whole (their scores are NaN)."""
+    pos = torch.clamp(maps, min=0)
+    bad = ~torch.isfinite(maps.flatten(1)).all(dim=1)
+    return torch.where(bad[:, None, None], torch.zeros_like(pos), pos)
+
+
+def nan_where(values: torch.Tensor, undefined: torch.Tensor) -> torch.Tensor:
+    values = values.float()
+    return torch.where(undefined, torch.full_like(values, float("nan")), values)
+
+
+def check_pair(maps: torch.Tensor, masks: torch.Tensor, what: str = "masks") -> None:
+    if maps.ndim != 3:
+        raise ValueError(f"maps must be BxHxW, got shape {tuple(maps.shape)}")
+    if masks.shape != maps.shape:
+        raise ValueError(f"{what} shape {tuple(masks.shape)} != maps shape {tuple(maps.shape)}")
+    if masks.dtype != torch.bool:
+        raise TypeError(f"{what} must be bool, got {masks.dtype}")
+    if masks.device != maps.device:
+        raise ValueError(f"{what} on {masks.device} but maps on {maps.device}")

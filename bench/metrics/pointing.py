@@ -1,0 +1,88 @@
+"""Pointing game (Zhang et al., ECCV 2016; TorchRay protocol) and its energy variant
+(Wang et al., Score-CAM, CVPRW 2020)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from bench.metrics.base import (
+    TruthBatch,
+    check_pair,
+    invalid_maps,
+    nan_where,
+    positive_mass,
+    register_metric,
+)
+
+
+def argmax_points(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, x) of each map's maximum. Ties go to the first maximum in row-major order (smallest
+    row, then smallest column), as ``torch.argmax`` documents."""
+    b, h, w = maps.shape
+    flat = torch.nan_to_num(maps.flatten(1), nan=-math.inf)
+    idx = flat.argmax(dim=1)
+    return idx // w, idx % w
+
+
+def pointing_game(maps: torch.Tensor, masks: torch.Tensor, tolerance: float = 15.0) -> torch.Tensor:
+    """Hit (bool B) if a ground-truth pixel lies at Euclidean distance strictly below
+    ``tolerance`` pixels from the map's argmax, at the maps' (original image) resolution.
+
+    Conventions: distance between pixel centres, strict ``<`` (tolerance 1 means the argmax pixel
+    itself must be ground truth; tolerance 0 can never hit); ties in the argmax go to the first
+    in row-major order; a constant, all-zero, NaN- or Inf-containing map is a miss; an empty mask
+    is a miss here (the registered metric scores it NaN so it is excluded and counted, never a
+    hit). Only a (2r+1)^2 window around each argmax is read, so memory does not grow with the
+    image (a 4000x3000 mask costs nothing extra).
+    """
+    check_pair(maps, masks)
+    b, h, w = maps.shape
+    r = max(0, math.ceil(tolerance) - 1)
+    ys, xs = argmax_points(maps)
+    off = torch.arange(-r, r + 1, device=maps.device)
+    disk = (off[:, None] ** 2 + off[None, :] ** 2).float() < tolerance**2  # (2r+1)^2
+    rows = ys[:, None] + off[None, :]  # B x (2r+1)
+    cols = xs[:, None] + off[None, :]
+    inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
+    bidx = torch.arange(b, device=maps.device)[:, None, None]
+    window = masks[bidx, rows.clamp(0, h - 1)[:, :, None], cols.clamp(0, w - 1)[:, None, :]]
+    hit = (window & inside & disk[None]).flatten(1).any(dim=1)
+    return hit & ~invalid_maps(maps)
+
+
+def energy_pointing_game(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Share of the map's positive energy inside the mask: sum(relu(m) * gt) / sum(relu(m)).
+
+    NaN where undefined: no positive mass (all-zero or all-negative map), a NaN/Inf map, or an
+    empty mask. A constant positive map scores the mask's area fraction.
+    """
+    check_pair(maps, masks)
+    pos = positive_mass(maps)
+    total = pos.flatten(1).sum(dim=1)
+    inside = (pos * masks).flatten(1).sum(dim=1)
+    undefined = (total <= 0) | ~masks.flatten(1).any(dim=1)
+    return nan_where(inside / total.clamp_min(torch.finfo(pos.dtype).tiny), undefined)
+
+
+@register_metric(
+    "pointing_game",
+    higher_is_better=True,
+    requires=("masks",),
+    aggregate="class_mean",
+    description="argmax within `tolerance` px of the object (TorchRay protocol)",
+)
+def _pointing_score(maps: torch.Tensor, truth: TruthBatch, tolerance: float = 15.0):
+    empty = ~truth.masks.flatten(1).any(dim=1)
+    return nan_where(pointing_game(maps, truth.masks, tolerance), empty)
+
+
+@register_metric(
+    "energy_pointing_game",
+    higher_is_better=True,
+    requires=("masks",),
+    description="positive map mass inside the object / total positive mass",
+)
+def _energy_score(maps: torch.Tensor, truth: TruthBatch):
+    return energy_pointing_game(maps, truth.masks)

@@ -1,0 +1,100 @@
+"""``torchvision:NAME`` and ``timm:NAME``: models from those libraries' zoos, when installed.
+
+Neither library is a dependency of groundbench (torchvision's wheels pin one torch version each;
+timm needs torchvision). If the package is not importable the spec fails with the pip line to
+run. Pretrained weights come from the libraries' own caches and downloads.
+
+Both adapters give the module in eval mode, a whole-image preprocessing (resize to the model's
+input size, no crop; mean/std from the weights' own metadata), a default target layer found by
+:func:`bench.models.probe.probe_module` (the last spatial feature map before the head; none for
+transformers), and, for 1000-output models, the ImageNet-1k -> ``class_map`` map (default
+``"coco"``); other models get no class map unless one is given (only ``"<top-1>"`` resolves).
+"""
+
+from __future__ import annotations
+
+from bench.models.base import MODEL_ADAPTERS, ModelBundle
+from bench.models.bundle import AUTO, module_bundle
+from bench.models.transforms import IMAGENET_MEAN, IMAGENET_STD, parse_size
+from bench.models.weights import import_optional
+
+
+def _need_name(prefix: str, rest: str) -> str:
+    if not rest:
+        raise ValueError(f"model spec {prefix!r} needs a model name, e.g. {prefix}:resnet50")
+    return rest
+
+
+@MODEL_ADAPTERS.register("torchvision")
+def load_torchvision(
+    rest: str,
+    *,
+    seed: int = 0,
+    weights: str | None = "DEFAULT",
+    pretrained: bool = True,
+    input_size: int | list[int] | None = None,
+    target_layer: str | None = None,
+    class_map: str | None = AUTO,
+) -> ModelBundle:
+    """``torchvision:NAME`` via ``torchvision.models.get_model(NAME, weights=weights)``.
+    ``weights``: a weights enum name (``"IMAGENET1K_V2"``), ``"DEFAULT"``, or None (random
+    init; also what ``pretrained=False`` means). ``input_size`` defaults to the weights'
+    evaluation crop size (224 for most)."""
+    name = _need_name("torchvision", rest)
+    spec = f"torchvision:{name}"
+    install = "pip install torchvision (the release built for your torch version)"
+    torchvision = import_optional("torchvision", spec=spec, install=install)
+    models = import_optional("torchvision.models", spec=spec, install=install)
+    if not pretrained:
+        weights = None
+    try:
+        module = models.get_model(name, weights=weights)
+    except ValueError as exc:
+        raise ValueError(f"{spec}: {exc}") from exc
+    mean, std, size = IMAGENET_MEAN, IMAGENET_STD, 224
+    if weights is not None:
+        enum = models.get_model_weights(name)
+        w = enum[weights] if weights != "DEFAULT" else enum.DEFAULT
+        tf = w.transforms()
+        mean = tuple(getattr(tf, "mean", mean))
+        std = tuple(getattr(tf, "std", std))
+        crop = getattr(tf, "crop_size", [size])
+        size = crop[0] if isinstance(crop, (list, tuple)) else crop
+    info = {"library": f"torchvision {getattr(torchvision, '__version__', '?')}", "weights": str(weights)}
+    return module_bundle(
+        spec, module,
+        input_size=parse_size(input_size if input_size is not None else size),
+        mean=mean, std=std, target_layer=target_layer, class_map=class_map, info=info,
+        imagenet_default=weights is not None,
+    )
+
+
+@MODEL_ADAPTERS.register("timm")
+def load_timm(
+    rest: str,
+    *,
+    seed: int = 0,
+    pretrained: bool = True,
+    input_size: int | list[int] | None = None,
+    target_layer: str | None = None,
+    class_map: str | None = AUTO,
+) -> ModelBundle:
+    """``timm:NAME`` via ``timm.create_model(NAME, pretrained=pretrained)``; input size,
+    mean and std from ``timm.data.resolve_data_config`` (the pretrained config)."""
+    name = _need_name("timm", rest)
+    spec = f"timm:{name}"
+    timm = import_optional("timm", spec=spec, install="pip install timm (needs torchvision)")
+    try:
+        module = timm.create_model(name, pretrained=pretrained)
+    except RuntimeError as exc:
+        raise ValueError(f"{spec}: {exc}") from exc
+    cfg = timm.data.resolve_data_config({}, model=module)
+    size = tuple(cfg.get("input_size", (3, 224, 224))[1:])
+    info = {"library": f"timm {getattr(timm, '__version__', '?')}", "pretrained": pretrained}
+    return module_bundle(
+        spec, module,
+        input_size=parse_size(input_size if input_size is not None else list(size)),
+        mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)),
+        target_layer=target_layer, class_map=class_map, info=info,
+        imagenet_default=pretrained,
+    )

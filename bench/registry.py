@@ -1,0 +1,79 @@
+"""One registry shape for methods and metrics: register by name, list, look up with a
+did-you-mean, and let installed packages add entries through an entry-point group."""
+
+from __future__ import annotations
+
+import difflib
+from importlib.metadata import entry_points
+from typing import Callable, Generic, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+class UnknownNameError(KeyError):
+    """A config or a call named something that is not registered."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; we want the plain sentence
+        return str(self.args[0])
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str, entry_point_group: str):
+        self.kind = kind
+        self.entry_point_group = entry_point_group
+        self._items: dict[str, T] = {}
+        self._plugins_loaded = False
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def add(item: T) -> T:
+            self.add(name, item)
+            return item
+
+        return add
+
+    def add(self, name: str, item: T) -> None:
+        if name in self._items and self._items[name] is not item:
+            raise ValueError(f"{self.kind} {name!r} is registered twice")
+        self._items[name] = item
+
+    def _load_plugins(self) -> None:
+        # Loaded lazily, once: a broken plug-in must not break `import bench`.
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        for ep in entry_points(group=self.entry_point_group):
+            if ep.name in self._items:
+                continue
+            try:
+                obj = ep.load()
+            except Exception as exc:  # noqa: BLE001 - report which plug-in failed, keep the rest
+                raise RuntimeError(
+                    f"plug-in {ep.name!r} ({ep.value}) in entry-point group "
+                    f"{self.entry_point_group!r} failed to load: {exc}"
+                ) from exc
+            # A plug-in module may register itself on import; if the entry point names the
+            # object directly, register it under the entry point's name.
+            if ep.name not in self._items:
+                self._items[ep.name] = obj
+
+    def get(self, name: str) -> T:
+        if name not in self._items:
+            self._load_plugins()
+        if name not in self._items:
+            close = difflib.get_close_matches(name, list(self._items), n=3, cutoff=0.5)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise UnknownNameError(
+                f"unknown {self.kind} {name!r}{hint} (known: {', '.join(sorted(self._items))})"
+            )
+        return self._items[name]
+
+    def names(self) -> list[str]:
+        self._load_plugins()
+        return sorted(self._items)
+
+    def __contains__(self, name: str) -> bool:
+        self._load_plugins()
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())

@@ -1,0 +1,1 @@
+"""Leaderboard: aggregation of score rows, statistics, rendering and figures."""

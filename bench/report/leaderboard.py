@@ -1,0 +1,203 @@
+"""Leaderboards from score rows alone: aggregate, bootstrap CIs, ranks with statistical ties.
+
+A results directory's ``scores.jsonl`` plus ``columns.json`` (each metric column's direction and
+aggregation) fully determine the leaderboard; ``models.json`` and ``skipped.jsonl`` add the
+model facts and the footer of what was not scored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench import results
+from bench.report.stats import bootstrap_ci, rank_methods
+
+ID_COLUMNS = {"model", "method", "sample", "image_id", "target", "output", "difficult", "annotated_difficult", "map_invalid"}
+
+
+@dataclass
+class Leaderboard:
+    """``cells``: one row per (model, method, subset, metric) with estimate, low, high, n,
+    n_undefined, rank. ``facts``: per-model facts. ``skipped``: reason -> count."""
+
+    cells: pd.DataFrame
+    metrics: dict[str, dict[str, Any]]
+    facts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    confidence: float = 0.95
+    title: str = ""
+
+    def wide(self, subset: str = "all") -> pd.DataFrame:
+        """(model, method) x metric table of formatted cells for one subset."""
+        sub = self.cells[self.cells.subset == subset]
+        out = sub.pivot_table(index=["model", "method"], columns="metric", values="text", aggfunc="first", sort=False)
+        return out[[m for m in self.metrics if m in out.columns]]
+
+
+def load_results(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    path = Path(path)
+    scores = path / results.SCORES
+    if not scores.exists():
+        raise FileNotFoundError(f"{path}: no {results.SCORES} here; is this a groundbench results directory?")
+    rows = results.read_rows(scores)
+    columns_file = path / "columns.json"
+    if not columns_file.exists():
+        raise FileNotFoundError(f"{columns_file}: missing; it says how each metric column aggregates")
+    columns = {c["label"]: c for c in json.loads(columns_file.read_text())}
+    return pd.DataFrame(rows), columns
+
+
+def compute(
+    df: pd.DataFrame,
+    columns: dict[str, dict[str, Any]],
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """Aggregate rows into leaderboard cells.
+
+    Subsets: "all", and "difficult" (the pointing-game subset: class area < 1/4 of the image and
+    another class present) for metrics that aggregate per class, when any row is difficult.
+    Ranks come from :func:`rank_methods` on the rows every method shares: methods whose
+    difference is not significant at ``alpha`` (Wilcoxon signed-rank) share a rank.
+    """
+    cells = []
+    if df.empty:
+        return pd.DataFrame(columns=["model", "method", "subset", "metric", "estimate", "low", "high", "n", "n_undefined", "rank", "text"])
+    method_order = list(dict.fromkeys(df["method"]))
+    for model, mdf in df.groupby("model", sort=False):
+        for metric, meta in columns.items():
+            if metric not in mdf.columns:
+                continue
+            subsets = {"all": mdf}
+            if meta.get("aggregate") == "class_mean" and mdf["difficult"].astype(bool).any():
+                subsets["difficult"] = mdf[mdf["difficult"].astype(bool)]
+            for subset, sdf in subsets.items():
+                per_method = {}
+                for method in method_order:
+                    r = sdf[sdf.method == method]
+                    if r.empty:
+                        continue
+                    values = r[metric].astype(float).to_numpy()
+                    est, low, high = bootstrap_ci(
+                        values,
+                        clusters=r["image_id"].to_numpy(),
+                        classes=r["target"].to_numpy(),
+                        aggregate=meta.get("aggregate", "mean"),
+                        confidence=confidence,
+                        n_resamples=n_resamples,
+                        seed=seed,
+                    )
+                    n_def = int(np.isfinite(values).sum())
+                    per_method[method] = (est, low, high, n_def, int(len(values) - n_def))
+                ranks = _ranks(sdf, metric, meta, list(per_method), alpha, seed)
+                for method, (est, low, high, n, n_undef) in per_method.items():
+                    cells.append(
+                        {
+                            "model": model,
+                            "method": method,
+                            "subset": subset,
+                            "metric": metric,
+                            "estimate": est,
+                            "low": low,
+                            "high": high,
+                            "n": n,
+                            "n_undefined": n_undef,
+                            "rank": ranks.get(method, math.nan),
+                        }
+                    )
+    out = pd.DataFrame(cells)
+    out["text"] = [_fmt_cell(r) for r in out.itertuples()]
+    return out
+
+
+def _ranks(sdf: pd.DataFrame, metric: str, meta: dict[str, Any], methods: list[str], alpha: float, seed: int) -> dict[str, int]:
+    if len(methods) < 2:
+        return {m: 1 for m in methods}
+    # Paired comparisons need the same rows for every method: align on (image, target).
+    wide = sdf.pivot_table(index=["image_id", "target"], columns="method", values=metric, aggfunc="first", dropna=False)
+    wide = wide.reindex(columns=methods)
+    ranked = rank_methods(
+        {m: wide[m].to_numpy(dtype=float) for m in methods},
+        clusters=wide.index.get_level_values(0).to_numpy(),
+        classes=wide.index.get_level_values(1).to_numpy(),
+        aggregate=meta.get("aggregate", "mean"),
+        higher_is_better=bool(meta.get("higher_is_better", True)),
+        alpha=alpha,
+        seed=seed,
+    )
+    return {r.name: r.rank for r in ranked}
+
+
+def _fmt_cell(r: Any) -> str:
+    if not math.isfinite(r.estimate):
+        return "n/a"
+    best = "*" if r.rank == 1 else ""
+    if math.isfinite(r.low) and math.isfinite(r.high):
+        return f"{r.estimate:.3f} [{r.low:.3f}, {r.high:.3f}]{best}"
+    return f"{r.estimate:.3f}{best}"
+
+
+def build(path: Path, *, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> Leaderboard:
+    """The leaderboard of one results directory, from its files alone."""
+    path = Path(path)
+    df, columns = load_results(path)
+    cells = compute(df, columns, confidence=confidence, n_resamples=n_resamples, seed=seed)
+    facts = {}
+    models_file = path / results.MODELS
+    if models_file.exists():
+        facts = {k: v.get("info", {}) for k, v in json.loads(models_file.read_text()).items()}
+    skipped: dict[str, int] = {}
+    for rec in results.read_rows(path / results.SKIPPED):
+        reason = str(rec.get("reason", "unknown")).split(":")[0]
+        skipped[reason] = skipped.get(reason, 0) + 1
+    return Leaderboard(cells, columns, facts, skipped, confidence, title=path.name)
+
+
+def model_facts_lines(facts: dict[str, dict[str, Any]]) -> list[str]:
+    """Human-readable facts per model: clean accuracy and measured reliance on context."""
+    lines = []
+    for model, info in facts.items():
+        parts = []
+        if "accuracy_own_distribution" in info:
+            parts.append(f"clean accuracy {info['accuracy_own_distribution']:.3f} on its own training distribution")
+        if "accuracy_balanced_test" in info:
+            parts.append(f"{info['accuracy_balanced_test']:.3f} on the balanced test split")
+        if "reliance" in info:
+            parts.append(
+                f"reliance on context {info['reliance']:.3f} "
+                f"(mean drop in target probability when the context is repainted, n={info.get('reliance_n', '?')})"
+            )
+        if parts:
+            lines.append(f"{model}: " + "; ".join(parts))
+    return lines
+
+
+def render_text(lb: Leaderboard) -> str:
+    """The terminal table: one row per (model, method), one column per metric, then facts."""
+    conf = int(round(lb.confidence * 100))
+    out = [f"groundbench leaderboard: {lb.title}  (mean [{conf}% bootstrap CI]; * = best, ties by Wilcoxon p >= 0.05)"]
+    for subset in dict.fromkeys(lb.cells["subset"]) if not lb.cells.empty else []:
+        wide = lb.wide(subset)
+        n = lb.cells[lb.cells.subset == subset].groupby(["model", "method"], sort=False)["n"].max()
+        wide = wide.assign(n=n.reindex(wide.index).astype(int))
+        arrows = {m: ("↑" if lb.metrics[m].get("higher_is_better", True) else "↓") for m in wide.columns if m in lb.metrics}
+        wide.columns = [f"{c} {arrows[c]}" if c in arrows else c for c in wide.columns]
+        out.append(f"\n[{subset}]")
+        out.append(wide.reset_index().to_string(index=False))
+    facts = model_facts_lines(lb.facts)
+    if facts:
+        out.append("\nmodels:")
+        out.extend(f"  {line}" for line in facts)
+    if lb.skipped:
+        out.append("\nnot scored: " + ", ".join(f"{n} × {reason}" for reason, n in sorted(lb.skipped.items())))
+    return "\n".join(out) + "\n"

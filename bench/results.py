@@ -1,0 +1,135 @@
+"""A run's results directory: what is in it, how it is written, how it is read back.
+
+``results/<run-name>/`` holds
+
+- ``config.toml``: the resolved config;
+- ``provenance.json``: versions, device, git commit, seeds, data and config hashes;
+- ``models.json``: facts about each model (for the harbor suite: clean accuracy and measured
+  reliance on context);
+- ``scores.jsonl``: one JSON object per (model, method, image, target): the score rows,
+  append-only, one durable write (flush + fsync) per batch;
+- ``skipped.jsonl``: samples or targets not scored, each with the reason;
+- ``leaderboard.*``: rendered tables, always recomputable from the rows alone.
+
+Rows are JSON lines so that a torn last line (a run killed mid-write) is detectable: it does
+not parse, or it lacks the newline that ends every complete row. Such a tail is dropped on
+read and truncated away before a resumed run appends.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+SCORES = "scores.jsonl"
+SKIPPED = "skipped.jsonl"
+PROVENANCE = "provenance.json"
+MODELS = "models.json"
+CONFIG = "config.toml"
+
+KEY_COLUMNS = ("model", "method", "image_id", "target")
+
+
+def _clean(value: Any) -> Any:
+    # JSON has no NaN: undefined scores are written as null and read back as NaN.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def encode_row(row: dict[str, Any]) -> str:
+    return json.dumps({k: _clean(v) for k, v in row.items()}, separators=(",", ":"), allow_nan=False)
+
+
+class RowWriter:
+    """Appends JSON lines; each :meth:`write` is one flushed, fsynced append."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        truncate_torn_tail(self.path)
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def write(self, rows: Iterable[dict[str, Any]]) -> None:
+        text = "".join(encode_row(r) + "\n" for r in rows)
+        if not text:
+            return
+        self._fh.write(text)
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> "RowWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def truncate_torn_tail(path: Path) -> int:
+    """Cut a last line that lacks its newline (a write interrupted mid-row). Returns the
+    number of bytes removed."""
+    if not path.exists() or path.stat().st_size == 0:
+        return 0
+    with open(path, "rb+") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - 1))
+        if fh.read(1) == b"\n":
+            return 0
+        # Walk back to the last newline; everything after it is the torn row.
+        pos = size - 1
+        chunk = 4096
+        while pos > 0:
+            start = max(0, pos - chunk)
+            fh.seek(start)
+            buf = fh.read(pos - start)
+            nl = buf.rfind(b"\n")
+            if nl >= 0:
+                keep = start + nl + 1
+                fh.truncate(keep)
+                return size - keep
+            pos = start
+        fh.truncate(0)
+        return size
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """All complete rows; a torn last line is ignored, a corrupt line elsewhere is an error."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    complete, tail = lines[:-1], lines[-1]
+    rows = []
+    for number, line in enumerate(complete, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: line {number} is not a valid score row: {exc}") from exc
+        rows.append({k: (math.nan if v is None else v) for k, v in row.items()})
+    del tail  # no trailing newline: torn by an interrupted write, never data
+    return rows
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -3,13 +3,25 @@
 Decoding and preprocessing run in DataLoader workers (:class:`PreparedSamples`); the main
 process turns a batch into one model input tensor and, per group of equal image size, one
 :class:`bench.metrics.TruthBatch` on the device.
+
+Bad input policy (what the README's "Guarantees" states):
+
+- A sample whose loading raises ``OSError`` or ``ValueError`` (a missing, truncated, corrupt or
+  oversized image file, an annotation that breaks its format, a mask of the wrong size) is
+  skipped: :class:`Prepared` carries the error, the engine records it in ``skipped.jsonl`` and
+  the run goes on. Any other exception is a bug and stops the run (rows written so far stay).
+- A target with no ground truth at all (:func:`target_problem`: an empty mask, e.g. from boxes
+  outside the image or of zero area, or an empty segmentation; non-finite box coordinates) is
+  skipped and recorded the same way; the image's other targets are scored.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -29,6 +41,7 @@ class Prepared:
     density: torch.Tensor | None = None
     other_fixations: torch.Tensor | None = None
     error: str | None = None  # why this sample could not be loaded (it is skipped, not fatal)
+    digest: str | None = None  # :func:`sample_digest` of what the model and metrics see
 
 
 class PreparedSamples(Dataset):
@@ -49,6 +62,7 @@ class PreparedSamples(Dataset):
             sample: Sample = self.dataset[index]
             _check_sample(sample)
             model_input = self.preprocess(sample.image)
+            digest = sample_digest(model_input, sample)
         except (OSError, ValueError) as exc:
             # Bad input is recorded and skipped; anything else is a bug and propagates.
             if not self.skip_errors:
@@ -64,6 +78,7 @@ class PreparedSamples(Dataset):
             fixations=sample.fixations,
             density=sample.density,
             other_fixations=getattr(sample, "other_fixations", None),
+            digest=digest,
         )
 
 
@@ -85,8 +100,83 @@ def _check_sample(sample: Sample) -> None:
             raise ValueError(f"{sample.image_id}: mask of {t.label!r} is {tuple(t.mask.shape)}, image is {(h, w)}")
 
 
-def collate_prepared(batch: list[Prepared]) -> list[Prepared]:
-    return batch
+def _tensor_bytes(t: torch.Tensor | None) -> bytes:
+    if t is None:
+        return b"-"
+    t = torch.as_tensor(t).detach().cpu().contiguous()
+    if t.dtype == torch.bool:
+        # Bit-packed: hashing a 12-megapixel mask costs what hashing 1.5 MB does.
+        return str(tuple(t.shape)).encode() + np.packbits(t.numpy().reshape(-1)).tobytes()
+    return str((tuple(t.shape), str(t.dtype))).encode() + t.numpy().tobytes()
+
+
+def sample_digest(model_input: torch.Tensor, sample: Sample) -> str:
+    """sha256 (first 16 hex digits) of what a run consumes from one sample: the model input
+    after preprocessing and all ground truth. Two runs that read the same digests scored the
+    same data, whatever files or loader versions it came from; the run's provenance combines
+    them into one data hash per model."""
+    h = hashlib.sha256()
+    h.update(sample.image_id.encode())
+    h.update(_tensor_bytes(model_input))
+    for t in sample.targets:
+        h.update(b"|target|" + t.label.encode() + bytes([bool(t.difficult)]))
+        for part in (t.mask, t.instances, t.boxes):
+            h.update(_tensor_bytes(part))
+        for name in sorted(t.context):
+            h.update(name.encode() + _tensor_bytes(t.context[name]))
+    for part in (sample.fixations, sample.density, getattr(sample, "other_fixations", None)):
+        h.update(_tensor_bytes(part))
+    return h.hexdigest()[:16]
+
+
+def target_problem(target: Target, prepared: "Prepared") -> str | None:
+    """Why ``target`` cannot be scored, or None. A target needs some ground truth: a mask pixel,
+    or (gaze data) a fixation or a density map; boxes must have finite coordinates."""
+    boxes = target.boxes
+    if boxes is not None and len(boxes) and not bool(torch.isfinite(torch.as_tensor(boxes)).all()):
+        return f"target {target.label!r} has non-finite box coordinates"
+    if bool(target.mask.any()):
+        return None
+    if prepared.fixations is not None and len(prepared.fixations):
+        return None
+    if prepared.density is not None and bool((torch.as_tensor(prepared.density) > 0).any()):
+        return None
+    return (
+        f"target {target.label!r} has an empty ground-truth mask (boxes outside the image or "
+        "of zero area, or an empty segmentation)"
+    )
+
+
+class PreparedBatch(list):
+    """A batch: the :class:`Prepared` samples in batch order (it is a list), plus the model
+    inputs of the loaded ones stacked once into ``inputs`` (N x C x h x w; ``input_rows`` maps a
+    batch position to its row; each sample's ``input`` becomes a view of that row). Stacking
+    happens in the DataLoader worker, and a pinning DataLoader (CUDA) pins this one tensor, so
+    the engine's upload is one asynchronous copy. ``inputs`` is None when the inputs differ in
+    shape (a preprocessing without a fixed size)."""
+
+    inputs: torch.Tensor | None = None
+    input_rows: dict[int, int]
+
+    def pin_memory(self) -> "PreparedBatch":
+        # Called by DataLoader(pin_memory=True) in its pinning thread.
+        if self.inputs is not None:
+            self.inputs = self.inputs.pin_memory()
+            for pos, row in self.input_rows.items():
+                self[pos].input = self.inputs[row]
+        return self
+
+
+def collate_prepared(batch: list[Prepared]) -> PreparedBatch:
+    out = PreparedBatch(batch)
+    loaded = [pos for pos, p in enumerate(batch) if p.input is not None]
+    out.input_rows = {pos: row for row, pos in enumerate(loaded)}
+    shapes = {tuple(batch[pos].input.shape) for pos in loaded}
+    if len(shapes) == 1:
+        out.inputs = torch.stack([batch[pos].input for pos in loaded])
+        for pos, row in out.input_rows.items():
+            out[pos].input = out.inputs[row]
+    return out
 
 
 def fixation_map(points: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor:

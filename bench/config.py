@@ -9,6 +9,7 @@
     num_workers = 0              # DataLoader workers for decoding (0: in the main process)
     output_dir = "results"
     save_maps = false            # also write every map at original resolution (.npy)
+    autocast = "none"            # "bf16": model passes in bfloat16 autocast (faster on GPUs)
 
     [dataset]                    # name picks a registered loader; other keys are its parameters
     name = "harbor"
@@ -24,14 +25,17 @@
     name = "pointing_game"
     tolerance = 6
 
-Unknown keys, wrong types, and unknown method or metric names are errors that name the file and
-the key, with a did-you-mean suggestion where one is close.
+Unknown keys, wrong types, and unknown dataset, model adapter, method or metric names are errors
+that name the file and the key, with a did-you-mean suggestion where one is close. So are
+dataset parameters the loader does not take (for loaders with a fixed parameter list). All of
+this is checked before anything runs or is written.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
+import inspect
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +74,7 @@ class RunConfig:
     num_workers: int = 0
     output_dir: str = "results"
     save_maps: bool = False
+    autocast: str = "none"  # mixed precision for the model passes: "none" or "bf16"
     source: str = "<dict>"
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,6 +87,8 @@ class RunConfig:
             "num_workers": self.num_workers,
             "output_dir": self.output_dir,
             "save_maps": self.save_maps,
+            # Only when set, so that configs without it resolve (and hash) as they always did.
+            **({"autocast": self.autocast} if self.autocast != "none" else {}),
             "dataset": self.dataset.to_dict(),
             "models": [m.to_dict("spec") for m in self.models],
             "methods": [m.to_dict() for m in self.methods],
@@ -97,7 +104,9 @@ _SCALARS: dict[str, type | tuple[type, ...]] = {
     "num_workers": int,
     "output_dir": str,
     "save_maps": bool,
+    "autocast": str,
 }
+AUTOCAST = ("none", "bf16")
 _TABLES = ("dataset", "model", "models", "methods", "metrics")
 
 
@@ -145,6 +154,10 @@ def parse_config(data: dict[str, Any], source: str = "<dict>", default_name: str
         raise _fail(source, "'batch_size' must be at least 1")
     if scalars.get("num_workers", 0) < 0:
         raise _fail(source, "'num_workers' must be 0 or more")
+    if scalars.get("autocast", "none") not in AUTOCAST:
+        raise _fail(source, f"'autocast' must be one of {', '.join(map(repr, AUTOCAST))}, got {scalars['autocast']!r}")
+    if "device" in scalars:
+        _check_device(source, scalars["device"])
 
     if "dataset" not in data:
         raise _fail(source, "missing [dataset] table")
@@ -160,6 +173,8 @@ def parse_config(data: dict[str, Any], source: str = "<dict>", default_name: str
     methods = [_component(source, f"methods[{i}]", m) for i, m in enumerate(_list(source, data, "methods"))]
     metrics = [_component(source, f"metrics[{i}]", m) for i, m in enumerate(_list(source, data, "metrics"))]
 
+    _check_dataset(source, dataset)
+    _check_models(source, models)
     _check_methods(source, methods)
     _check_metrics(source, metrics)
     return RunConfig(
@@ -173,11 +188,54 @@ def parse_config(data: dict[str, Any], source: str = "<dict>", default_name: str
     )
 
 
+def _check_device(source: str, name: str) -> None:
+    if name == "auto":
+        return
+    import torch
+
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError) as exc:
+        raise _fail(source, f"'device' must be auto, cpu, cuda, cuda:N or mps, got {name!r}") from exc
+
+
 def _list(source: str, data: dict[str, Any], key: str) -> list[Any]:
     value = data.get(key)
     if not isinstance(value, list) or not value:
         raise _fail(source, f"need at least one entry in [[{key}]]")
     return value
+
+
+def _check_dataset(source: str, dataset: Component) -> None:
+    import bench.data.loaders  # noqa: F401  (registers the built-in loaders)
+    from bench.data.registry import DATASETS
+
+    try:
+        factory = DATASETS.get(dataset.name)
+    except KeyError as exc:
+        raise _fail(source, f"[dataset]: {exc}") from exc
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # no introspectable signature: the loader checks itself
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return  # the loader passes extra keys on; it names a wrong one when it is built
+    known = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for key in dataset.params:
+        if key not in known:
+            raise _unknown(source, f"[dataset] (loader {dataset.name!r})", key, known)
+
+
+def _check_models(source: str, models: list[Component]) -> None:
+    import bench.models.adapters  # noqa: F401  (registers the built-in adapters)
+    from bench.models.base import MODEL_ADAPTERS, split_spec
+
+    for i, m in enumerate(models):
+        prefix, _ = split_spec(m.name)
+        try:
+            MODEL_ADAPTERS.get(prefix)
+        except KeyError as exc:
+            raise _fail(source, f"models[{i}] spec {m.name!r}: {exc}") from exc
 
 
 def _check_methods(source: str, methods: list[Component]) -> None:

@@ -31,6 +31,9 @@ MODELS = "models.json"
 CONFIG = "config.toml"
 
 KEY_COLUMNS = ("model", "method", "image_id", "target")
+# Columns that hold names, not numbers: null there reads back as None (e.g. the target of a
+# skipped sample); anywhere else null is an undefined score and reads back as NaN.
+TEXT_COLUMNS = frozenset({*KEY_COLUMNS, "reason"})
 
 
 def _clean(value: Any) -> Any:
@@ -100,7 +103,8 @@ def truncate_torn_tail(path: Path) -> int:
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """All complete rows; a torn last line is ignored, a corrupt line elsewhere is an error."""
+    """All complete rows; a torn last line is ignored, a corrupt line elsewhere is an error.
+    null reads back as NaN, except in :data:`TEXT_COLUMNS` where it stays None."""
     path = Path(path)
     if not path.exists():
         return []
@@ -113,23 +117,30 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: line {number} is not a valid score row: {exc}") from exc
-        rows.append({k: (math.nan if v is None else v) for k, v in row.items()})
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(
+                f"{path}: line {number} is not a valid row ({exc}); only the last line of a file "
+                "may be torn by an interrupted write, so this file was damaged otherwise"
+            ) from exc
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}: line {number} is not a valid row (a JSON {type(row).__name__}, not an object)")
+        rows.append({k: (math.nan if v is None and k not in TEXT_COLUMNS else v) for k, v in row.items()})
     del tail  # no trailing newline: torn by an interrupted write, never data
     return rows
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """Write JSON atomically (see :func:`write_text`)."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def write_text(path: Path, text: str) -> None:
+    """Write atomically: a temporary file, fsynced, then renamed over ``path``, so a reader (or a
+    resumed run) sees the old content or the new, never a mix."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)

@@ -12,7 +12,7 @@ import sys
 
 from bench import __version__
 
-COMMAND_MODULES = ["run", "leaderboard", "listing"]
+COMMAND_MODULES = ["run", "leaderboard", "listing", "data", "report", "score", "merge", "perf"]
 
 
 def build_parser() -> argparse.ArgumentParser:

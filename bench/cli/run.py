@@ -34,7 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="override the config's batch size")
     p.add_argument("--num-workers", type=int, help="DataLoader workers for decoding")
     p.add_argument("--root", help="dataset root directory (overrides [dataset] root)")
-    p.add_argument("--shard", type=parse_shard, help="run only samples i with i %% N == K (K/N)")
+    p.add_argument(
+        "--shard",
+        type=parse_shard,
+        help="run only samples i with i %% N == K (K/N); default: RANK/WORLD_SIZE (torchrun) or "
+        "SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT (Slurm array) when set; combine shards with "
+        "`groundbench merge`",
+    )
     p.add_argument("--save-maps", action="store_true", help="also save every map as .npy at original resolution")
     p.add_argument("--fresh", action="store_true", help="delete earlier results of this run name first")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -61,6 +67,7 @@ def main(args: argparse.Namespace) -> int:
     from bench.engine import RunError, run_config
     from bench.report.leaderboard import build, render_text
     from bench.report.write import write_tables
+    from bench.sharding import ShardError, resolve_shard, shard_dir_name
 
     path = Path(args.config) if args.config else default_config_path()
     try:
@@ -69,12 +76,17 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(cfg.output_dir) / cfg.name
-    if args.shard:
-        out = out / f"shard-{args.shard[0]}-of-{args.shard[1]}"
+    try:
+        shard = resolve_shard(args.shard)
+    except ShardError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if shard:
+        out = out / shard_dir_name(shard)
     if args.fresh and out.exists():
         shutil.rmtree(out)
     try:
-        summary = run_config(cfg, out_dir=out, resume=True, shard=args.shard, progress=not args.no_progress)
+        summary = run_config(cfg, out_dir=out, resume=True, shard=shard, progress=not args.no_progress)
     except (RunError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         print(f"rows written so far are kept in {out}", file=sys.stderr)
@@ -84,4 +96,6 @@ def main(args: argparse.Namespace) -> int:
     write_tables(lb, out)
     print(text)
     print(f"results: {out}  ({summary.rows_written} rows this run, {summary.seconds:.1f} s)")
+    if shard:
+        print(f"shard {shard[0]}/{shard[1]}: when every shard is done, `groundbench merge {out.parent} -o OUT`")
     return 0

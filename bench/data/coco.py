@@ -28,60 +28,29 @@ Conventions, stated once here:
 
 from __future__ import annotations
 
-import json
-import math
+import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 from torch.utils.data import Dataset
 
+from bench.data.annotations import (
+    DatasetFormatError,
+    box_mask,
+    check_image_size,
+    difficult_flags,
+    read_json,
+    resolve,
+    xywh_to_xyxy,
+)
 from bench.data.images import load_image
 from bench.data.manifest import Manifest, optional_manifest
 from bench.data.registry import register_dataset
 from bench.data.sample import Sample, Target
 
 CROWD_POLICIES = ("include", "exclude")
-DIFFICULT_AREA_FRACTION = 0.25
-
-
-class DatasetFormatError(ValueError):
-    """A dataset file breaks its format; the message names the file."""
-
-
-def read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: annotation file not found")
-    try:
-        with open(path, "rb") as f:
-            return json.load(f)
-    except json.JSONDecodeError as exc:
-        raise DatasetFormatError(f"{path}: not valid JSON ({exc})") from exc
-
-
-def resolve(root: Path, given: str | Path | None, default: str) -> Path:
-    """A path parameter: absolute as given, else relative to the dataset root."""
-    path = Path(given) if given is not None else Path(default)
-    return path if path.is_absolute() else root / path
-
-
-def box_mask(boxes: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Union of xyxy boxes rasterised as the pixels they cover: columns floor(x0) .. ceil(x1)-1
-    and rows floor(y0) .. ceil(y1)-1, clipped to the image."""
-    out = np.zeros((h, w), dtype=bool)
-    for x0, y0, x1, y1 in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
-        c0, r0 = max(0, math.floor(x0)), max(0, math.floor(y0))
-        c1, r1 = min(w, math.ceil(x1)), min(h, math.ceil(y1))
-        if c1 > c0 and r1 > r0:
-            out[r0:r1, c0:c1] = True
-    return out
-
-
-def xywh_to_xyxy(bbox: list[float]) -> list[float]:
-    x, y, bw, bh = (float(v) for v in bbox)
-    return [x, y, x + bw, y + bh]
 
 
 def decode_segmentation(ann: dict, h: int, w: int) -> np.ndarray:
@@ -98,29 +67,18 @@ def decode_segmentation(ann: dict, h: int, w: int) -> np.ndarray:
             rle = mask_utils.frPyObjects(seg, h, w)
         else:
             counts = seg["counts"]
-            rle = {"size": seg["size"], "counts": counts.encode() if isinstance(counts, str) else counts}
+            counts = counts.encode() if isinstance(counts, str) else counts
+            rle = {"size": seg["size"], "counts": counts}
         if tuple(rle["size"]) != (h, w):
             raise DatasetFormatError(
                 f"annotation {ann.get('id')}: RLE size {rle['size']} != image size {[h, w]}"
             )
     if rle is None:
         return box_mask(np.array([xywh_to_xyxy(ann["bbox"])]), h, w)
-    return mask_utils.decode(rle).astype(bool)
-
-
-def difficult_flags(areas: list[int], image_area: int) -> list[bool]:
-    """The pointing-game "difficult" subset: class area < 1/4 of the image and another class
-    present."""
-    others = len(areas) > 1
-    return [others and a < DIFFICULT_AREA_FRACTION * image_area for a in areas]
-
-
-def check_image_size(image: torch.Tensor, h: int, w: int, path: Path, source: str) -> None:
-    if tuple(image.shape[-2:]) != (h, w):
-        raise DatasetFormatError(
-            f"{path}: image is {image.shape[-1]}x{image.shape[-2]} (WxH) but {source} says "
-            f"{w}x{h}"
-        )
+    with warnings.catch_warnings():
+        # pycocotools 2.0.x under numpy 2 warns about its own __array__ on every decode.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.decode(rle).astype(bool)
 
 
 class CocoInstances(Dataset):
@@ -146,12 +104,16 @@ class CocoInstances(Dataset):
             raise FileNotFoundError(f"{self.root}: COCO root directory not found")
         self.split = split
         self.crowd = crowd
-        self.annotation_file = resolve(self.root, annotations, f"annotations/instances_{split}.json")
+        self.annotation_file = resolve(
+            self.root, annotations, f"annotations/instances_{split}.json"
+        )
         self.image_dir = resolve(self.root, images, split)
         data = read_json(self.annotation_file)
         for key in ("images", "annotations", "categories"):
             if key not in data:
-                raise DatasetFormatError(f"{self.annotation_file}: no {key!r} list (not COCO instances)")
+                raise DatasetFormatError(
+                    f"{self.annotation_file}: no {key!r} list (not COCO instances)"
+                )
         cats = sorted(data["categories"], key=lambda c: c["id"])
         self.category_names = {c["id"]: c["name"] for c in cats}
         self.class_names = [c["name"] for c in cats]
@@ -218,7 +180,7 @@ class CocoInstances(Dataset):
                     boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
                 )
             )
-        areas = [int(t.mask.sum()) for t in out]
+        areas = [int(np.count_nonzero(t.mask.numpy())) for t in out]
         for t, hard in zip(out, difficult_flags(areas, h * w)):
             t.difficult = hard
         return out
@@ -230,7 +192,15 @@ def coco(
     split: str = "val2017",
     limit: int | None = None,
     manifest: str | None = "coco2017-val",
-    **params: Any,
+    *,
+    annotations: str | Path | None = None,
+    images: str | Path | None = None,
+    crowd: str = "include",
+    skip_empty: bool = True,
+    classes: list[str] | None = None,
 ) -> CocoInstances:
-    """COCO instances; ``params``: annotations, images, crowd, skip_empty, classes."""
-    return CocoInstances(root, split, limit=limit, manifest=optional_manifest(manifest), **params)
+    """COCO instances from ``root`` (see the module docstring); ``manifest`` "" for none."""
+    return CocoInstances(
+        root, split, limit=limit, manifest=optional_manifest(manifest), annotations=annotations,
+        images=images, crowd=crowd, skip_empty=skip_empty, classes=classes,
+    )

@@ -10,7 +10,8 @@ Layout of a dataset root::
 Guarantees:
 
 - **Cache**: a file already present whose hash matches is not downloaded again; an archive whose
-  marker matches its hash is not extracted again.
+  marker matches its hash is not extracted again, nor downloaded again once deleted
+  (``keep_archives=False`` / ``--delete-archives`` saves the disk space).
 - **Resume**: bytes arrive in ``<name>.part``; after an interrupted download the next fetch asks
   the server for the rest (HTTP Range) and starts over only if the server cannot resume.
 - **Checksum**: the whole file is hashed (sha256, or md5 where that is all the publisher gives)
@@ -242,19 +243,17 @@ def _tar_members(tf: tarfile.TarFile, archive: Path) -> Iterator[tuple[PurePosix
 
 def _extract_into(archive: Path, dest: Path, members: tuple[str, ...]) -> list[PurePosixPath]:
     """Check every member, then write the wanted ones under ``dest``."""
-    name = archive.name.lower()
-    if name.endswith(".zip"):
+    if archive.name.lower().endswith(".zip"):
         opened = zipfile.ZipFile(archive)
-        listing = lambda: _zip_members(opened, archive)  # noqa: E731
-        read = opened.open
+        listing, read = _zip_members(opened, archive), opened.open
     elif tarfile.is_tarfile(archive):
         opened = tarfile.open(archive, "r:*")
-        listing = lambda: _tar_members(opened, archive)  # noqa: E731
-        read = opened.extractfile
+        listing, read = _tar_members(opened, archive), opened.extractfile
     else:
         raise FetchError(f"{archive}: not a zip or tar archive")
     with opened:
-        chosen = [(rel, m) for rel, m in list(listing()) if _wanted(rel, members)]
+        # list() runs every safety check before the first byte is written.
+        chosen = [(rel, m) for rel, m in list(listing) if _wanted(rel, members)]
         if members and not chosen:
             raise FetchError(f"{archive}: no member matches {list(members)}")
         for rel, member in chosen:
@@ -307,22 +306,61 @@ class FetchResult:
     unverified: list[str] = field(default_factory=list)
 
 
+def _extraction_settings(entry: FileEntry, sha: str) -> dict:
+    return {
+        "sha256": sha, "extract_to": entry.extract_to, "members": list(entry.members),
+        "nested": list(entry.nested),
+    }
+
+
+def _marker(root: Path, entry: FileEntry) -> Path:
+    target = download_path(root, entry)
+    return target.with_name(target.name + ".extracted.json")
+
+
+def _already_extracted(root: Path, entry: FileEntry, sha: str | None) -> bool:
+    """The archive was extracted with these settings (and, if ``sha`` is given, these bytes)."""
+    marker = _marker(root, entry)
+    if not marker.is_file():
+        return False
+    try:
+        done = json.loads(marker.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    want = _extraction_settings(entry, sha or done.get("sha256"))
+    return {k: done.get(k) for k in want} == want
+
+
 def fetch(
     manifest: Manifest,
     root: Path,
     *,
     force_extract: bool = False,
+    keep_archives: bool = True,
     timeout: float = 60.0,
     progress: bool = False,
     log: Log | None = None,
 ) -> FetchResult:
-    """Download every file of ``manifest`` into ``root`` and extract the archives."""
+    """Download every file of ``manifest`` into ``root`` and extract the archives.
+
+    With ``keep_archives=False`` each archive is deleted once extracted; its marker stays, so a
+    later fetch does not download it again (``verify`` then reports it "not kept" and relies on
+    the counts)."""
     say = log or (lambda _msg: None)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     result = FetchResult()
     record = _read_record(root)
     for entry in manifest.files:
+        known = entry.sha256 or record.get(entry.path, {}).get("sha256")
+        if (
+            entry.is_archive
+            and not force_extract
+            and not download_path(root, entry).exists()
+            and _already_extracted(root, entry, known)
+        ):
+            say(f"{entry.path}: already extracted (archive not kept)")
+            continue
         target = download(entry, root, timeout=timeout, progress=progress)
         result.downloaded.append(target)
         sha = entry.sha256 or file_hash(target)
@@ -332,27 +370,26 @@ def fetch(
             if previous and previous != sha:
                 raise FetchError(
                     f"{target}: sha256 {sha} differs from the one recorded at the first fetch "
-                    f"({previous}); the server's copy changed (this file has no published hash)"
+                    f"({previous}): the file changed on the server or on disk (it has no "
+                    "published hash); delete it and fetch again to accept the new copy"
                 )
         record[entry.path] = {"sha256": sha, "url": entry.url, "size": target.stat().st_size}
         _write_json(root / DOWNLOADS / RECORD, record)
-        if entry.is_archive:
-            marker = target.with_name(target.name + ".extracted.json")
-            want = {
-                "sha256": sha, "extract_to": entry.extract_to, "members": list(entry.members),
-                "nested": list(entry.nested),
-            }
-            done = json.loads(marker.read_text()) if marker.is_file() else None
-            if done and {k: done.get(k) for k in want} == want and not force_extract:
-                say(f"{entry.path}: already extracted")
-                continue
+        if not entry.is_archive:
+            say(f"{entry.path}: ok")
+            continue
+        if _already_extracted(root, entry, sha) and not force_extract:
+            say(f"{entry.path}: already extracted")
+        else:
             dest = root / entry.extract_to
             written = safe_extract(target, dest, members=entry.members, nested=entry.nested)
-            _write_json(marker, {**want, "files": len(written)})
+            _write_json(_marker(root, entry), {**_extraction_settings(entry, sha),
+                                               "files": len(written)})
             result.extracted[entry.path] = len(written)
             say(f"{entry.path}: extracted {len(written)} files into {dest}")
-        else:
-            say(f"{entry.path}: ok")
+        if not keep_archives:
+            target.unlink()
+            say(f"{entry.path}: archive deleted after extraction")
     return result
 
 
@@ -383,15 +420,32 @@ class VerifyReport:
     def ok(self) -> bool:
         return all(f.ok for f in self.findings)
 
-    def render(self, verbose: bool = False) -> str:
+    def render(self, verbose: bool = False, per_status: int = 8) -> str:
+        """Failures first (at most ``per_status`` lines per kind unless ``verbose``), then
+        counts of what passed."""
         lines = [f"verify {self.manifest} in {self.root}"]
-        shown = [f for f in self.findings if verbose or f.status != "ok"]
-        hidden = len(self.findings) - len(shown)
-        for f in shown:
+
+        def line(f: Finding) -> str:
             mark = "ok  " if f.ok else "FAIL"
-            lines.append(f"  [{mark}] {f.item}: {f.status}{' - ' + f.detail if f.detail else ''}")
-        if hidden:
-            lines.append(f"  [ok  ] {hidden} more item(s) ok")
+            return f"  [{mark}] {f.item}: {f.status}{' - ' + f.detail if f.detail else ''}"
+
+        statuses = list(dict.fromkeys(f.status for f in self.findings))
+        for ok_pass in (False, True):
+            for status in statuses:
+                group = [f for f in self.findings if f.status == status and f.ok == ok_pass]
+                if not group:
+                    continue
+                if verbose or (not ok_pass and len(group) <= per_status) or (
+                    ok_pass and status != "ok" and len(group) <= 2
+                ):
+                    lines += [line(f) for f in group]
+                elif not ok_pass:
+                    lines += [line(f) for f in group[:per_status]]
+                    lines.append(f"  [FAIL] ... and {len(group) - per_status} more {status}")
+                else:
+                    why = " (no published hash; --verbose shows each sha256)" if (
+                        status == "unverified") else ""
+                    lines.append(f"  [ok  ] {len(group)} item(s) {status}{why}")
         bad = sum(not f.ok for f in self.findings)
         lines.append(
             "result: OK" if not bad else f"result: FAILED ({bad} of {len(self.findings)} checks)"
@@ -462,7 +516,9 @@ def verify(manifest: Manifest, root: Path) -> VerifyReport:
             continue
         if entry.size is not None and path.stat().st_size != entry.size:
             report.findings.append(
-                Finding(entry.path, "mismatch", f"{path.stat().st_size} bytes, expected {entry.size}")
+                Finding(
+                    entry.path, "mismatch", f"{path.stat().st_size} bytes, expected {entry.size}"
+                )
             )
             continue
         report.findings.append(_check_hash(path, entry, recorded))

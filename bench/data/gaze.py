@@ -38,7 +38,9 @@ What a gaze :class:`Sample` carries:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Callable
 
@@ -48,29 +50,49 @@ import torch
 from scipy import ndimage
 from torch.utils.data import Dataset
 
-from bench.data.coco import DatasetFormatError, read_json
+from bench.data.annotations import DatasetFormatError, read_json
 from bench.data.images import image_size, load_gray, load_image
 from bench.data.manifest import Manifest, optional_manifest
 from bench.data.registry import register_dataset
 from bench.data.sample import Sample, Target
+from bench.models.base import TOP1  # "<top-1>": the engine resolves it to the model's top class
 
-TOP1 = "<top-1>"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 MAT_POINT_KEYS = ("fixLocs", "fixations", "fixationPts")
+POINTS_CACHE = 1024  # images whose points a dataset object keeps in memory
+SPARSE_BLUR_POINTS = 2000  # up to this many fixated pixels, blur by separable matrix products
+
+
+@lru_cache(maxsize=8)
+def _blur_operator(n: int, sigma: float, mode: str, truncate: float) -> np.ndarray:
+    """n x n matrix of the 1-D Gaussian filter (column j: the filtered unit impulse at j), so
+    that filtering a map is ``K_rows @ map @ K_cols.T`` for any boundary mode."""
+    return ndimage.gaussian_filter1d(np.eye(n), sigma, axis=0, mode=mode, truncate=truncate)
 
 
 @dataclass(frozen=True)
 class Blur:
-    """How a dataset turns fixated pixels into a density map (see the module docstring)."""
+    """How a dataset turns fixated pixels into a density map (see the module docstring):
+    ``scipy.ndimage.gaussian_filter(fixated, sigma, mode=mode, truncate=truncate)``, then
+    min-max normalised to [0, 1]."""
 
     sigma: float
     mode: str  # scipy.ndimage boundary mode
     truncate: float  # kernel radius in sigmas
 
     def __call__(self, fixated: np.ndarray) -> np.ndarray:
-        d = ndimage.gaussian_filter(
-            fixated.astype(np.float64), self.sigma, mode=self.mode, truncate=self.truncate
-        )
+        rows, cols = np.nonzero(fixated)
+        h, w = fixated.shape
+        if len(rows) <= SPARSE_BLUR_POINTS:
+            # The same filter as a sum of separable impulse responses: a few hundred fixated
+            # pixels cost two thin matrix products instead of a full-image convolution.
+            ky = _blur_operator(h, self.sigma, self.mode, self.truncate)
+            kx = _blur_operator(w, self.sigma, self.mode, self.truncate)
+            d = ky[:, rows] @ kx[:, cols].T
+        else:
+            d = ndimage.gaussian_filter(
+                fixated.astype(np.float64), self.sigma, mode=self.mode, truncate=self.truncate
+            )
         lo, hi = d.min(), d.max()
         return ((d - lo) / (hi - lo) if hi > lo else np.zeros_like(d)).astype(np.float32)
 
@@ -79,17 +101,22 @@ OSIE_BLUR = Blur(sigma=24.0, mode="constant", truncate=3.5)
 SALICON_BLUR = Blur(sigma=19.0, mode="reflect", truncate=4.0)
 
 
+Size = tuple[int, int]
+PointReader = Callable[[], tuple[np.ndarray, "Size | None"]]
+
+
 @dataclass
 class GazeRecord:
     """One image and where its gaze data is. ``points`` are already converted (0-based x, y);
-    ``read_points`` loads them lazily where they live in per-image files."""
+    ``read_points`` loads them lazily where they live in per-image files, with the (H, W) the
+    file states (a fixation map's shape) or None."""
 
     image_id: str
     image: Path
     points: np.ndarray | None = None
-    read_points: Callable[[], np.ndarray] | None = None
+    read_points: PointReader | None = None
     density: Path | None = None
-    size: tuple[int, int] | None = None  # (H, W) when the annotation states it
+    size: Size | None = None  # (H, W) when the annotation states it
 
 
 def pixel_of(points: np.ndarray) -> np.ndarray:
@@ -160,22 +187,29 @@ class GazeDataset(Dataset):
         self.skipped = skipped or {}  # images left out, by reason
         self.missing = missing or {}  # images kept without some part of their gaze data
         self.manifest = manifest.to_dict() if manifest is not None else None
-        self._points: dict[int, tuple[np.ndarray | None, tuple[int, int]]] = {}
+        # Points read from per-image files, most recently used last; bounded so that memory
+        # stays flat however large the dataset (each sample reads ~shuffle_images others).
+        self._points: OrderedDict[int, tuple[np.ndarray | None, Size]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def points(self, index: int) -> tuple[np.ndarray | None, tuple[int, int]]:
+    def points(self, index: int) -> tuple[np.ndarray | None, Size]:
         """Converted points (None if the data has none for this image) and the image's (H, W),
-        without decoding the image; cached per dataset object."""
-        if index not in self._points:
-            rec = self.records[index]
-            pts = rec.points
-            if pts is None and rec.read_points is not None:
-                pts = rec.read_points()
-            size = rec.size or image_size(rec.image)
-            self._points[index] = (pts, size)
-        return self._points[index]
+        without decoding the image."""
+        if index in self._points:
+            self._points.move_to_end(index)
+            return self._points[index]
+        rec = self.records[index]
+        pts, size = rec.points, rec.size
+        if pts is None and rec.read_points is not None:
+            pts, stated = rec.read_points()
+            size = size or stated
+        found = (pts, size or image_size(rec.image))
+        self._points[index] = found
+        if len(self._points) > POINTS_CACHE:
+            self._points.popitem(last=False)
+        return found
 
     def other_fixations(self, index: int, h: int, w: int) -> torch.Tensor | None:
         n = len(self.records)
@@ -283,7 +317,9 @@ def osie_records(
     try:
         entries = scipy.io.loadmat(mat, squeeze_me=True, struct_as_record=False)["fixations"]
     except KeyError as exc:
-        raise DatasetFormatError(f"{mat}: no 'fixations' variable (not OSIE's fixations.mat)") from exc
+        raise DatasetFormatError(
+            f"{mat}: no 'fixations' variable (not OSIE's fixations.mat)"
+        ) from exc
     except (OSError, ValueError) as exc:
         raise DatasetFormatError(f"{mat}: cannot read .mat file ({exc})") from exc
     records, missing = [], 0
@@ -341,18 +377,10 @@ def osie(
 # -- MIT1003 -------------------------------------------------------------------------------------
 
 
-def _map_points(path: Path, threshold: float) -> Callable[[], np.ndarray]:
-    def read() -> np.ndarray:
-        return points_from_map(load_gray(path), threshold)
-
-    return read
-
-
-def _mat_points(path: Path) -> Callable[[], np.ndarray]:
-    def read() -> np.ndarray:
-        return read_mat_points(path)[0]
-
-    return read
+def read_map_image_points(path: Path, threshold: float) -> tuple[np.ndarray, Size]:
+    """Points and (H, W) of a fixation-point image (MIT1003 ``*_fixPts.jpg``)."""
+    fixmap = load_gray(path)
+    return points_from_map(fixmap, threshold), (int(fixmap.shape[0]), int(fixmap.shape[1]))
 
 
 def mit1003_records(
@@ -376,12 +404,15 @@ def mit1003_records(
             ) if p.is_file()),
             None,
         )
-        read: Callable[[], np.ndarray] | None = None
+        read: PointReader | None = None
         if (root / "FIXATIONLOCS" / f"{stem}.mat").is_file():
-            read = _mat_points(root / "FIXATIONLOCS" / f"{stem}.mat")
+            read = partial(read_mat_points, root / "FIXATIONLOCS" / f"{stem}.mat")
         elif (root / "ALLFIXATIONMAPS" / f"{stem}_fixPts.jpg").is_file():
             # JPEG-compressed binary map: a fixation is a pixel above half scale.
-            read = _map_points(root / "ALLFIXATIONMAPS" / f"{stem}_fixPts.jpg", points_threshold)
+            read = partial(
+                read_map_image_points, root / "ALLFIXATIONMAPS" / f"{stem}_fixPts.jpg",
+                points_threshold,
+            )
         counts["density"] += density is None
         counts["points"] += read is None
         records.append(GazeRecord(image_id=stem, image=path, read_points=read, density=density))
@@ -433,7 +464,7 @@ def cat2000_records(root: Path) -> list[GazeRecord]:
                 GazeRecord(
                     image_id=f"{category.name}/{path.stem}",
                     image=path,
-                    read_points=_mat_points(locs),
+                    read_points=partial(read_mat_points, locs),
                     density=density if density.is_file() else None,
                 )
             )
@@ -486,22 +517,25 @@ def salicon_json_records(annotation_file: Path, image_dir: Path) -> list[GazeRec
     return records
 
 
-def _salicon_mat_points(path: Path, kind: str) -> Callable[[], np.ndarray]:
-    def read() -> np.ndarray:
-        try:
-            gaze = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)["gaze"]
-        except KeyError as exc:
-            raise DatasetFormatError(f"{path}: no 'gaze' variable (not a SALICON .mat)") from exc
-        except (OSError, ValueError) as exc:
-            raise DatasetFormatError(f"{path}: cannot read .mat file ({exc})") from exc
-        chunks = []
-        for observer in np.atleast_1d(gaze):
-            raw = np.asarray(getattr(observer, kind), dtype=np.float64).reshape(-1, 2)
-            # [x, y], 1-based -> 0-based.
-            chunks.append(raw - 1.0)
-        return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, 2), np.float32)
-
-    return read
+def read_salicon_mat_points(path: Path, kind: str) -> tuple[np.ndarray, Size | None]:
+    """Points of a SALICON LSUN-2017 ``.mat``: every observer's ``kind`` field ([x, y],
+    1-based), pooled. No size: the file's ``resolution`` order is undocumented, so the image
+    header gives the size."""
+    try:
+        gaze = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)["gaze"]
+    except KeyError as exc:
+        raise DatasetFormatError(f"{path}: no 'gaze' variable (not a SALICON .mat)") from exc
+    except (OSError, ValueError) as exc:
+        raise DatasetFormatError(f"{path}: cannot read .mat file ({exc})") from exc
+    chunks = []
+    for observer in np.atleast_1d(gaze):
+        if not hasattr(observer, kind):
+            raise DatasetFormatError(f"{path}: gaze entries have no {kind!r} field")
+        raw = np.asarray(getattr(observer, kind), dtype=np.float64).reshape(-1, 2)
+        # [x, y], 1-based -> 0-based.
+        chunks.append(raw - 1.0)
+    pts = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, 2), np.float32)
+    return pts, None
 
 
 def salicon_mat_records(fixation_dir: Path, image_dir: Path, map_dir: Path | None,
@@ -513,7 +547,7 @@ def salicon_mat_records(fixation_dir: Path, image_dir: Path, map_dir: Path | Non
             GazeRecord(
                 image_id=mat.stem,
                 image=image_dir / f"{mat.stem}.jpg",
-                read_points=_salicon_mat_points(mat, kind),
+                read_points=partial(read_salicon_mat_points, mat, kind),
                 density=density if density is not None and density.is_file() else None,
             )
         )

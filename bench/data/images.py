@@ -62,7 +62,9 @@ def load_image(path: str | Path) -> torch.Tensor:
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(f"{path}: not a readable image ({exc})") from exc
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageDecodeError(f"{path}: cannot decode image, truncated or corrupt ({exc})") from exc
+        raise ImageDecodeError(
+            f"{path}: cannot decode image, truncated or corrupt ({exc})"
+        ) from exc
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 

@@ -34,7 +34,7 @@ metrics, which context regions pair with which classes. Schema (every key but ``
     key = "images"
     count = 5000
 
-    [splits.val2017]                 # split name -> facts (count, layout hints for loaders)
+    [splits.val2017]                 # split name -> facts about it (at least its image count)
     count = 5000
 
     [context_regions]                # region name -> dataset categories it unites

@@ -22,15 +22,13 @@ Conventions:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from bench.data.coco import (
-    CROWD_POLICIES,
+from bench.data.annotations import (
     DatasetFormatError,
     check_image_size,
     difficult_flags,
@@ -38,6 +36,7 @@ from bench.data.coco import (
     resolve,
     xywh_to_xyxy,
 )
+from bench.data.coco import CROWD_POLICIES
 from bench.data.images import load_image
 from bench.data.manifest import Manifest, optional_manifest
 from bench.data.registry import register_dataset
@@ -95,7 +94,9 @@ class CocoPanoptic(Dataset):
         data = read_json(self.annotation_file)
         for key in ("images", "annotations", "categories"):
             if key not in data:
-                raise DatasetFormatError(f"{self.annotation_file}: no {key!r} list (not COCO panoptic)")
+                raise DatasetFormatError(
+                    f"{self.annotation_file}: no {key!r} list (not COCO panoptic)"
+                )
         cats = sorted(data["categories"], key=lambda c: c["id"])
         if any("isthing" not in c for c in cats):
             raise DatasetFormatError(f"{self.annotation_file}: categories lack 'isthing'")
@@ -205,7 +206,7 @@ class CocoPanoptic(Dataset):
                     context=context,
                 )
             )
-        areas = [int(t.mask.sum()) for t in out]
+        areas = [int(np.count_nonzero(t.mask.numpy())) for t in out]
         for t, hard in zip(out, difficult_flags(areas, h * w)):
             t.difficult = hard
         return out
@@ -217,7 +218,17 @@ def coco_panoptic(
     split: str = "val2017",
     limit: int | None = None,
     manifest: str | None = "coco2017-val",
-    **params: Any,
+    *,
+    annotations: str | Path | None = None,
+    masks: str | Path | None = None,
+    images: str | Path | None = None,
+    crowd: str = "include",
+    skip_empty: bool = True,
+    classes: list[str] | None = None,
 ) -> CocoPanoptic:
-    """COCO panoptic; ``params``: annotations, masks, images, crowd, skip_empty, classes."""
-    return CocoPanoptic(root, split, limit=limit, manifest=optional_manifest(manifest), **params)
+    """COCO panoptic from ``root`` (see the module docstring); the manifest gives the context
+    pairs (``manifest`` "" for none: no context)."""
+    return CocoPanoptic(
+        root, split, limit=limit, manifest=optional_manifest(manifest), annotations=annotations,
+        masks=masks, images=images, crowd=crowd, skip_empty=skip_empty, classes=classes,
+    )

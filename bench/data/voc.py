@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from bench.data.coco import DatasetFormatError, box_mask, check_image_size, difficult_flags
+from bench.data.annotations import DatasetFormatError, box_mask, check_image_size, difficult_flags
 from bench.data.images import load_image
 from bench.data.manifest import Manifest, optional_manifest
 from bench.data.registry import register_dataset
@@ -75,7 +75,9 @@ def parse_annotation(path: Path) -> dict[str, Any]:
                 }
             )
     except (AttributeError, TypeError, ValueError) as exc:
-        raise DatasetFormatError(f"{path}: missing or malformed size/object/bndbox ({exc})") from exc
+        raise DatasetFormatError(
+            f"{path}: missing or malformed size/object/bndbox ({exc})"
+        ) from exc
     return {"filename": node.findtext("filename"), "width": w, "height": h, "objects": objects}
 
 
@@ -174,7 +176,7 @@ class VocDetection(Dataset):
                 )
             )
         if self.difficult_flag == "pointing":
-            areas = [int(t.mask.sum()) for t in out]
+            areas = [int(np.count_nonzero(t.mask.numpy())) for t in out]
             for t, hard in zip(out, difficult_flags(areas, h * w)):
                 t.difficult = hard
         return out
@@ -186,8 +188,16 @@ def voc(
     split: str = "test",
     limit: int | None = None,
     manifest: str | None = "voc2007-test",
-    **params: Any,
+    *,
+    year: str = "2007",
+    difficult_objects: str = "torchray",
+    difficult_flag: str = "pointing",
+    skip_empty: bool = True,
+    classes: list[str] | None = None,
 ) -> VocDetection:
-    """PASCAL VOC detection; ``params``: year, difficult_objects, difficult_flag, skip_empty,
-    classes."""
-    return VocDetection(root, split, limit=limit, manifest=optional_manifest(manifest), **params)
+    """PASCAL VOC detection from ``root`` (see the module docstring)."""
+    return VocDetection(
+        root, split, limit=limit, manifest=optional_manifest(manifest), year=year,
+        difficult_objects=difficult_objects, difficult_flag=difficult_flag,
+        skip_empty=skip_empty, classes=classes,
+    )

@@ -229,6 +229,9 @@ def pytorch_grad_cam_method(class_name: str) -> type[AttributionMethod]:
             module, act = resolve_layer(model, p["layer"])
             # An activation suffix ("_bn1:relu6") becomes a hook that runs before the library's
             # own hooks on that module (hooks run in registration order), so it sees act(out).
+            # Its gradients are then taken before the model's own activation, which zeroes them
+            # where the activation is flat; groundbench's own CAM methods avoid that (see
+            # bench.methods.base.capture_layer), so with a suffix the two can differ.
             handle = module.register_forward_hook(lambda _m, _i, out: act(out)) if act else None
             try:
                 with cls(model=model, target_layers=[module]) as cam:

@@ -27,6 +27,7 @@ from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from bench.registry import Registry, UnknownNameError
 
@@ -265,13 +266,19 @@ def reduce_channels(attr: torch.Tensor, rule: str) -> torch.Tensor:
 # -- target layers and hooks -----------------------------------------------------------------
 
 _IDEMPOTENT = {"relu": torch.relu, "relu6": lambda t: torch.clamp(t, 0.0, 6.0)}
+# Names of the torch functions (functional, tensor-method or in-place forms) that apply a
+# clamping activation; the first of these the model applies to a hooked output is caught.
+_ACTIVATION_OPS = frozenset({
+    "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "clamp", "clamp_", "clip", "clip_",
+    "clamp_min", "clamp_min_", "threshold", "threshold_",
+})
 
 
 def resolve_layer(model: nn.Module, spec: str) -> tuple[nn.Module, Any]:
     """``"features.18"`` names a submodule; ``"_bn1:relu6"`` names a submodule whose output the
-    model passes through an idempotent activation in its forward (functional, or through a
-    module shared with other layers, so not hookable on its own). The activation is applied in
-    the hook; since relu(relu(x)) = relu(x) the model's own output is unchanged."""
+    model passes through an idempotent activation (relu or relu6) that is not a module of its
+    own: functional, or a module shared with other layers (EfficientNet-Lite's ``_swish``).
+    See :func:`capture_layer` for how such a layer is captured."""
     name, _, act = spec.partition(":")
     try:
         module = model.get_submodule(name)
@@ -288,13 +295,51 @@ def resolve_layer(model: nn.Module, spec: str) -> tuple[nn.Module, Any]:
 class LayerCapture:
     """Holds the activation a forward hook saw; gradients are taken with autograd.grad."""
 
-    activation: torch.Tensor | None = None
-    calls: int = 0
+    def __init__(self) -> None:
+        self.activation: torch.Tensor | None = None
+        self.calls = 0
+        self.handed: torch.Tensor | None = None  # the tensor the hook gave back to the model
+
+
+class _CatchActivation(TorchFunctionMode):
+    """Catches the first clamping activation the model applies to the hooked layer's output,
+    so the captured tensor is that activation's own output."""
+
+    def __init__(self, cap: LayerCapture):
+        super().__init__()
+        self.cap = cap
+        self.done = False
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        cap = self.cap
+        if (
+            not self.done
+            and cap.handed is not None
+            and args
+            and args[0] is cap.handed
+            and getattr(func, "__name__", "") in _ACTIVATION_OPS
+            and isinstance(out, torch.Tensor)
+            and out.shape == cap.handed.shape
+        ):
+            self.done = True
+            cap.activation = out
+            return out.clone()
+        return out
 
 
 @contextmanager
 def capture_layer(model: nn.Module, spec: str) -> Iterator[LayerCapture]:
     """Capture a layer's output during a forward pass; the hook is always removed.
+
+    With an activation suffix (``"_bn1:relu6"``) the hook applies the activation itself (so the
+    captured values never depend on what the model does next; relu6(relu6(x)) = relu6(x) keeps
+    the model's output unchanged), and while the context is open the first relu/relu6/clamp
+    the model then applies to that tensor is caught and its output becomes the captured
+    activation. Gradients are therefore taken with respect to the activation's output, exactly
+    as for a module of its own: were they taken at the hook, the model's second activation
+    would zero them wherever the activation is flat (0, or 6 for relu6). If the model applies
+    no such op, the hook's output is the capture.
 
     A module that runs more than once per forward (a shared activation module, such as
     EfficientNet-Lite's ``_swish`` used by stem and head) is refused: its captured output would
@@ -316,13 +361,19 @@ def capture_layer(model: nn.Module, spec: str) -> Iterator[LayerCapture]:
             out = act(out)
         cap.activation = out
         # A clone goes on so that an in-place op later in the model cannot modify what we keep.
-        return out.clone()
+        cap.handed = out.clone()
+        return cap.handed
 
     handle = module.register_forward_hook(hook)
     try:
-        yield cap
+        if act is None:
+            yield cap
+        else:
+            with _CatchActivation(cap):
+                yield cap
     finally:
         handle.remove()
+        cap.handed = None
 
 
 class CAMMethod(AttributionMethod):

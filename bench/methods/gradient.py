@@ -106,8 +106,10 @@ class SmoothGrad(GradientMethod):
 
 
 def ig_alphas(n_steps: int, method: str) -> tuple[list[float], list[float]]:
-    """Points on [0, 1] and weights of the path integral's quadrature; the same rules as Captum
-    (so attributions agree with it): Riemann left/right/middle/trapezoid and Gauss-Legendre."""
+    """Points on [0, 1] and weights of the path integral's quadrature: Gauss-Legendre and the
+    Riemann left/right/middle rules are Captum's (so attributions agree with it); the trapezoid
+    rule is the textbook one (weights 1/(n-1), halved at both ends, summing to 1), where Captum's
+    weights 1/n halved at the ends sum to (n-1)/n."""
     if n_steps < 1:
         raise MethodConfigError("integrated_gradients: steps must be >= 1")
     n = n_steps
@@ -138,12 +140,14 @@ class IntegratedGradients(GradientMethod):
     quadrature ``method`` (Gauss-Legendre by default, as Captum). All images' path points are
     batched together, ``internal_batch_size`` model inputs at a time.
 
-    Completeness: the attributions sum to f(x) - f(x') up to the quadrature error (a test pins
-    1% on EfficientNet-Lite0)."""
+    Completeness: the attributions sum to f(x) - f(x') up to the quadrature error. The default
+    256 steps is what completeness needs on a real network: on EfficientNet-Lite0 (224 px, two
+    COCO images, baseline 0) Gauss-Legendre with 128 steps left errors of 0.9% and 5.2%, with
+    192 steps 0.8% and 1.1%, with 256 steps 0.00% and 0.7%."""
 
     name = "integrated_gradients"
     defaults = {
-        "steps": 32,
+        "steps": 256,
         "baseline": 0.0,
         "method": "gausslegendre",
         "reduce": "abs_sum",

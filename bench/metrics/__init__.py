@@ -1,7 +1,22 @@
-"""Metrics: plain batched tensor functions, each also registered with its metadata."""
+"""Metrics: plain batched tensor functions, each also registered with its metadata.
+
+Every function takes ``maps`` float BxHxW and ground truth on the same device and returns one
+value per sample (``iou_curve``: BxT). The conventions each one follows (ties, tolerance,
+constant / NaN maps, empty masks, normalisation) are in its docstring and pinned by tests.
+"""
 
 from bench.metrics.base import METRICS, MetricInfo, TruthBatch, register_metric
-from bench.metrics.leakage import leakage
+from bench.metrics.gaze import auc_judd, cc, kl_div, nss, shuffled_auc, sim
+from bench.metrics.leakage import context_pointing_rate, density_ratio, leakage
+from bench.metrics.overlap import (
+    best_iou,
+    coverage,
+    instance_recall,
+    iou_curve,
+    mass_accuracy,
+    rank_accuracy,
+    top_k_intersection,
+)
 from bench.metrics.pointing import energy_pointing_game, pointing_game
 
 __all__ = [
@@ -11,5 +26,20 @@ __all__ = [
     "register_metric",
     "pointing_game",
     "energy_pointing_game",
+    "mass_accuracy",
+    "rank_accuracy",
+    "top_k_intersection",
+    "iou_curve",
+    "best_iou",
+    "coverage",
+    "instance_recall",
     "leakage",
+    "context_pointing_rate",
+    "density_ratio",
+    "nss",
+    "auc_judd",
+    "shuffled_auc",
+    "cc",
+    "kl_div",
+    "sim",
 ]

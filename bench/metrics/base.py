@@ -113,11 +113,7 @@ def register_metric(
 
 def invalid_maps(maps: torch.Tensor) -> torch.Tensor:
     """B bool: the map has a NaN or Inf, or is constant (no location is preferred)."""
-    flat = maps.flatten(1)
-    finite = torch.isfinite(flat).all(dim=1)
-    safe = torch.where(torch.isfinite(flat), flat, torch.zeros_like(flat))
-    constant = safe.amax(dim=1) == safe.amin(dim=1)
-    return ~finite | constant
+    return nonfinite_maps(maps) | constant_maps(maps)
 
 
 def positive_mass(maps: torch.Tensor) -> torch.Tensor:
@@ -128,13 +124,59 @@ def positive_mass(maps: torch.Tensor) -> torch.Tensor:
 
 
 def nan_where(values: torch.Tensor, undefined: torch.Tensor) -> torch.Tensor:
-    values = values.float()
+    """``values`` as floats (float32 unless already floating) with NaN where ``undefined``."""
+    if not values.is_floating_point():
+        values = values.float()
     return torch.where(undefined, torch.full_like(values, float("nan")), values)
+
+
+def work_dtype(t: torch.Tensor) -> torch.dtype:
+    """The dtype metric sums are accumulated in: float64, so that a score over a 12-megapixel
+    map agrees with float64 references to 1e-6; float32 on MPS, which has no float64."""
+    return torch.float32 if t.device.type == "mps" else torch.float64
+
+
+def nonfinite_maps(maps: torch.Tensor) -> torch.Tensor:
+    """B bool: the map holds a NaN or +-Inf (every continuous score is NaN there)."""
+    return ~torch.isfinite(maps.flatten(1)).all(dim=1)
+
+
+def constant_maps(maps: torch.Tensor) -> torch.Tensor:
+    """B bool: every finite value of the map is equal (all-zero maps included)."""
+    flat = maps.flatten(1)
+    safe = torch.where(torch.isfinite(flat), flat, torch.zeros_like(flat))
+    return safe.amax(dim=1) == safe.amin(dim=1)
+
+
+def empty_masks(masks: torch.Tensor) -> torch.Tensor:
+    """B bool: the mask has no true pixel."""
+    return ~masks.flatten(1).any(dim=1)
+
+
+def mass_fraction(maps: torch.Tensor, region: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positive mass inside ``region`` / total positive mass, undefined) per map, summed in
+    :func:`work_dtype`. Undefined where the map has no positive mass or a NaN/Inf."""
+    dt = work_dtype(maps)
+    pos = positive_mass(maps).to(dt)
+    total = pos.flatten(1).sum(dim=1)
+    inside = (pos * region).flatten(1).sum(dim=1)
+    undefined = total <= 0
+    return inside / torch.where(undefined, torch.ones_like(total), total), undefined
+
+
+def require(truth: TruthBatch, field_name: str, metric: str) -> torch.Tensor:
+    """The ground truth a registered metric needs, or a clear error naming what is missing."""
+    value = getattr(truth, field_name)
+    if value is None:
+        raise ValueError(f"metric {metric!r} needs truth.{field_name}, but the batch has none")
+    return value
 
 
 def check_pair(maps: torch.Tensor, masks: torch.Tensor, what: str = "masks") -> None:
     if maps.ndim != 3:
         raise ValueError(f"maps must be BxHxW, got shape {tuple(maps.shape)}")
+    if not maps.is_floating_point():
+        raise TypeError(f"maps must be a float tensor, got {maps.dtype}")
     if masks.shape != maps.shape:
         raise ValueError(f"{what} shape {tuple(masks.shape)} != maps shape {tuple(maps.shape)}")
     if masks.dtype != torch.bool:

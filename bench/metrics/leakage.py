@@ -1,28 +1,87 @@
 """Leakage onto correlated context: how much of a map explains the object by what surrounds it
-(the boat explained by the water). Context regions come from the dataset manifest."""
+(the boat explained by the water). Context regions come from the dataset manifest.
+
+Shared conventions: the context region is ``context & ~object`` (a pixel that is both is
+object, never leakage); NaN where that region is empty (no context in the image), where the
+object mask is empty (no object whose explanation could leak: excluded and counted, like every
+empty mask), or where the map holds NaN/Inf; "mass" is the map's positive part.
+"""
 
 from __future__ import annotations
 
 import torch
 
-from bench.metrics.base import TruthBatch, check_pair, nan_where, positive_mass, register_metric
+from bench.metrics.base import (
+    TruthBatch,
+    check_pair,
+    empty_masks,
+    invalid_maps,
+    mass_fraction,
+    nan_where,
+    nonfinite_maps,
+    positive_mass,
+    register_metric,
+    work_dtype,
+)
+from bench.metrics.pointing import argmax_points
+
+
+def _region(maps, object_masks, context_masks) -> torch.Tensor:
+    check_pair(maps, object_masks, "object_masks")
+    check_pair(maps, context_masks, "context_masks")
+    return context_masks & ~object_masks
 
 
 def leakage(maps: torch.Tensor, object_masks: torch.Tensor, context_masks: torch.Tensor) -> torch.Tensor:
     """Positive mass on ``context & ~object`` over total positive mass (float B in [0, 1]).
 
-    The object is removed from the context first, so a pixel that is both never counts as
-    leakage. NaN where undefined: no context pixels outside the object, no positive mass, or a
-    NaN/Inf map.
+    NaN where undefined: no context pixels outside the object, an empty object mask, no
+    positive mass (all-zero or all-negative map), or a NaN/Inf map.
     """
-    check_pair(maps, object_masks, "object_masks")
-    check_pair(maps, context_masks, "context_masks")
-    region = context_masks & ~object_masks
-    pos = positive_mass(maps)
-    total = pos.flatten(1).sum(dim=1)
-    on_context = (pos * region).flatten(1).sum(dim=1)
-    undefined = (total <= 0) | ~region.flatten(1).any(dim=1)
-    return nan_where(on_context / total.clamp_min(torch.finfo(pos.dtype).tiny), undefined)
+    region = _region(maps, object_masks, context_masks)
+    frac, no_mass = mass_fraction(maps, region)
+    undefined = no_mass | empty_masks(region) | empty_masks(object_masks) | nonfinite_maps(maps)
+    return nan_where(frac, undefined)
+
+
+def context_pointing_rate(
+    maps: torch.Tensor, object_masks: torch.Tensor, context_masks: torch.Tensor
+) -> torch.Tensor:
+    """1.0 where the map's argmax pixel lies on ``context & ~object``, else 0.0 (float B; its
+    mean over samples is the rate). No tolerance: the argmax pixel itself must be context.
+
+    Argmax ties go to the first maximum in row-major order (as the pointing game). NaN where the
+    region or the object mask is empty, and where the map is constant (all-zero included) or
+    holds NaN/Inf: such a map points nowhere, and scoring it 0 would reward a failed map on a
+    lower-is-better metric.
+    """
+    region = _region(maps, object_masks, context_masks)
+    ys, xs = argmax_points(maps)
+    b = maps.shape[0]
+    on_context = region[torch.arange(b, device=maps.device), ys, xs]
+    undefined = invalid_maps(maps) | empty_masks(region) | empty_masks(object_masks)
+    return nan_where(on_context.to(work_dtype(maps)), undefined)
+
+
+def density_ratio(maps: torch.Tensor, object_masks: torch.Tensor, context_masks: torch.Tensor) -> torch.Tensor:
+    """Mean positive map value per pixel on ``context & ~object`` over the mean on the object
+    (float B in [0, inf]): 1 means context pixels get as much attribution as object pixels, 2
+    twice as much. Unlike :func:`leakage` it does not grow with the context's area.
+
+    +inf where the object gets no positive mass but the context does (all evidence on context).
+    NaN where the region or the object mask is empty, the map has no positive mass on either, or
+    the map holds NaN/Inf.
+    """
+    region = _region(maps, object_masks, context_masks)
+    dt = work_dtype(maps)
+    pos = positive_mass(maps).to(dt)
+    n_ctx = region.flatten(1).sum(dim=1).to(dt)
+    n_obj = object_masks.flatten(1).sum(dim=1).to(dt)
+    mean_ctx = (pos * region).flatten(1).sum(dim=1) / n_ctx.clamp(min=1)
+    mean_obj = (pos * object_masks).flatten(1).sum(dim=1) / n_obj.clamp(min=1)
+    ratio = torch.where(mean_obj > 0, mean_ctx / torch.where(mean_obj > 0, mean_obj, 1.0), torch.inf)
+    undefined = (n_ctx == 0) | (n_obj == 0) | ((mean_ctx == 0) & (mean_obj == 0)) | nonfinite_maps(maps)
+    return nan_where(ratio, undefined)
 
 
 def _context(truth: TruthBatch) -> torch.Tensor:
@@ -39,3 +98,27 @@ def _context(truth: TruthBatch) -> torch.Tensor:
 )
 def _leakage_score(maps: torch.Tensor, truth: TruthBatch):
     return leakage(maps, truth.masks, _context(truth))
+
+
+@register_metric(
+    "context_pointing_rate",
+    higher_is_better=False,
+    requires=("masks", "context"),
+    description="rate at which the map's argmax falls on the context outside the object",
+)
+def _context_pointing_score(maps: torch.Tensor, truth: TruthBatch):
+    return context_pointing_rate(maps, truth.masks, _context(truth))
+
+
+@register_metric(
+    "density_ratio",
+    higher_is_better=False,
+    requires=("masks", "context"),
+    description="mean positive map value on context / on the object (NaN where the object gets none)",
+)
+def _density_ratio_score(maps: torch.Tensor, truth: TruthBatch):
+    # A mean over samples cannot hold +inf: rows where the object gets no positive mass are
+    # left undefined (NaN, counted by the leaderboard); leakage and context_pointing_rate still
+    # score them at their worst.
+    ratio = density_ratio(maps, truth.masks, _context(truth))
+    return torch.where(torch.isinf(ratio), torch.full_like(ratio, float("nan")), ratio)

@@ -10,9 +10,11 @@ import torch
 from bench.metrics.base import (
     TruthBatch,
     check_pair,
+    empty_masks,
     invalid_maps,
+    mass_fraction,
     nan_where,
-    positive_mass,
+    nonfinite_maps,
     register_metric,
 )
 
@@ -53,17 +55,15 @@ def pointing_game(maps: torch.Tensor, masks: torch.Tensor, tolerance: float = 15
 
 
 def energy_pointing_game(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Share of the map's positive energy inside the mask: sum(relu(m) * gt) / sum(relu(m)).
+    """Share of the map's positive energy inside the mask: sum(relu(m) * gt) / sum(relu(m)),
+    in [0, 1], summed in float64. The same number as ``mass_accuracy``.
 
     NaN where undefined: no positive mass (all-zero or all-negative map), a NaN/Inf map, or an
     empty mask. A constant positive map scores the mask's area fraction.
     """
     check_pair(maps, masks)
-    pos = positive_mass(maps)
-    total = pos.flatten(1).sum(dim=1)
-    inside = (pos * masks).flatten(1).sum(dim=1)
-    undefined = (total <= 0) | ~masks.flatten(1).any(dim=1)
-    return nan_where(inside / total.clamp_min(torch.finfo(pos.dtype).tiny), undefined)
+    frac, no_mass = mass_fraction(maps, masks)
+    return nan_where(frac, no_mass | empty_masks(masks) | nonfinite_maps(maps))
 
 
 @register_metric(

@@ -79,6 +79,10 @@ def load_model(spec: str, *, seed: int = 0, **params: Any) -> ModelBundle:
     import bench.models.adapters  # noqa: F401  (registers the built-in adapters)
 
     prefix, rest = split_spec(spec)
-    bundle = MODEL_ADAPTERS.get(prefix)(rest, seed=seed, **params)
+    try:
+        bundle = MODEL_ADAPTERS.get(prefix)(rest, seed=seed, **params)
+    except TypeError as exc:
+        # An unknown or mistyped parameter from a config: say which model it was for.
+        raise ValueError(f"model {spec!r}: bad parameters {sorted(params)}: {exc}") from exc
     bundle.module.eval()
     return bundle

@@ -41,7 +41,7 @@ from typing import Sequence
 
 import torch
 
-from bench.models.base import TOP1, ClassMap
+from bench.models.base import ClassMap
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 IMAGENET_CLASSES_FILE = PACKAGE_DIR / "imagenet_classes.txt"
@@ -204,20 +204,21 @@ def select_targets(class_map: ClassMap, logits: torch.Tensor, labels: Sequence[s
         raise ClassMapError(f"class map rule {class_map.rule!r} unknown (known: {', '.join(RULES)})")
     if logits.ndim != 2 or logits.shape[0] != len(labels):
         raise ValueError(
-            f"select_targets: need Bx K logits and B labels, got {tuple(logits.shape)} and {len(labels)}"
+            f"select_targets: need BxK logits and B labels, got {tuple(logits.shape)} and {len(labels)}"
         )
-    b, k = logits.shape
-    allowed = torch.zeros((b, k), dtype=torch.bool)
-    cache: dict[str, list[int]] = {}
-    for i, label in enumerate(labels):
-        idx = cache.get(label)
-        if idx is None:
-            idx = cache[label] = class_map.indices(label)
+    k = logits.shape[1]
+    # One mask row per distinct label (a batch holds few), gathered per image.
+    unique = sorted(set(labels))
+    rows = torch.zeros((len(unique), k), dtype=torch.bool)
+    for row, label in enumerate(unique):
+        idx = class_map.indices(label)
         if idx:
             if max(idx) >= k:
                 raise ValueError(f"class {label!r} maps to output {max(idx)} but the model has {k}")
-            allowed[i, idx] = True
-    allowed = allowed.to(logits.device)
+            rows[row, idx] = True
+    position = {label: row for row, label in enumerate(unique)}
+    which = torch.tensor([position[label] for label in labels], dtype=torch.long)
+    allowed = rows[which].to(logits.device)
     masked = logits.detach().masked_fill(~allowed, float("-inf"))
     targets = masked.argmax(dim=1)
     return torch.where(allowed.any(dim=1), targets, torch.full_like(targets, -1))

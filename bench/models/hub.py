@@ -54,7 +54,8 @@ def load_torchvision(
     mean, std, size = IMAGENET_MEAN, IMAGENET_STD, 224
     if weights is not None:
         enum = models.get_model_weights(name)
-        w = enum[weights] if weights != "DEFAULT" else enum.DEFAULT
+        member = str(weights).split(".")[-1]  # "ResNet50_Weights.IMAGENET1K_V2" or "IMAGENET1K_V2"
+        w = enum.DEFAULT if member == "DEFAULT" else enum[member]
         tf = w.transforms()
         mean = tuple(getattr(tf, "mean", mean))
         std = tuple(getattr(tf, "std", std))

@@ -1,20 +1,86 @@
-"""Writes a leaderboard's rendered tables into a results directory."""
+"""Writes a leaderboard's rendered outputs into a results directory.
+
+``write_tables(lb, out)`` writes, from the rows alone:
+
+- ``leaderboard.txt`` (terminal), ``.md`` (Markdown), ``.csv`` (one line per cell, full
+  precision), ``.tex`` (LaTeX booktabs), ``.html`` (self-contained page): the main tables per
+  subset and the per-class breakdown per model;
+- ``figures/*.png``: overlays, bar charts with CIs, curves, leakage against reliance, whichever
+  apply (:func:`bench.report.figures.run_figures`);
+- ``report.html``: the one-file report of this run (:mod:`bench.report.html`).
+
+A figure that cannot be drawn (e.g. the dataset is not on this machine to draw overlays from)
+is reported on stderr and in ``figures/NOTES.txt``; the tables are always written.
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+import pandas as pd
+
 from bench import results
-from bench.report.leaderboard import Leaderboard, render_text
+from bench.report.leaderboard import Leaderboard
+
+FIGURES = "figures"
+TABLE_FILES = ("leaderboard.txt", "leaderboard.md", "leaderboard.csv", "leaderboard.tex", "leaderboard.html")
+
+
+def write_table_files(lb: Leaderboard, out: Path, by_class: pd.DataFrame | None) -> list[Path]:
+    from bench.report import render
+
+    out = Path(out)
+    texts = {
+        "leaderboard.txt": render.render_text(lb, by_class),
+        "leaderboard.md": render.render_markdown(lb, by_class),
+        "leaderboard.csv": render.render_csv(lb, by_class),
+        "leaderboard.tex": render.render_latex(lb, by_class),
+        "leaderboard.html": render.render_html(lb, by_class),
+    }
+    written = []
+    for name, text in texts.items():
+        results.write_text(out / name, text)
+        written.append(out / name)
+    return written
+
+
+def write_figures(figs: list, notes: list[str], out: Path) -> list[Path]:
+    """Write rendered figures (:func:`bench.report.figures.run_figures`) as ``out/figures/*.png``
+    and the notes on figures that could not be drawn as ``figures/NOTES.txt``."""
+    folder = Path(out) / FIGURES
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for f in figs:
+        path = folder / f"{f.name}.png"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(f.png)
+        tmp.replace(path)
+        written.append(path)
+    notes_file = folder / "NOTES.txt"
+    if notes:
+        results.write_text(notes_file, "\n".join(notes) + "\n")
+    elif notes_file.exists():
+        notes_file.unlink()
+    return written
 
 
 def write_tables(lb: Leaderboard, out: Path) -> list[Path]:
+    """Write every table format, the figures and ``report.html`` into the results directory
+    ``out`` (see the module doc). Returns the files written."""
+    from bench.report.breakdown import load_class_cells
+    from bench.report.figures import run_figures
+    from bench.report.html import RunReport, render_report
+
     out = Path(out)
-    written = []
-    path = out / "leaderboard.txt"
-    results.write_text(path, render_text(lb))
-    written.append(path)
-    path = out / "leaderboard_cells.csv"
-    results.write_text(path, lb.cells.to_csv(index=False))
+    by_class = load_class_cells(out, confidence=lb.confidence)
+    written = write_table_files(lb, out, by_class)
+    figs, notes = run_figures(lb, out, by_class)
+    for note in notes:
+        print(f"warning: figure {note}", file=sys.stderr)
+    written += write_figures(figs, notes, out)
+    run = RunReport.from_parts(out, lb, by_class, figs, notes)
+    path = out / "report.html"
+    results.write_text(path, render_report([run], title=f"groundbench report: {lb.title}"))
     written.append(path)
     return written

@@ -1,0 +1,45 @@
+"""``groundbench merge SHARD_DIR... -o OUT``: combine a sharded run into one results directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "merge",
+        help="combine the shards of a run (--shard K/N, torchrun, Slurm array) into one results directory",
+        description=(
+            "Each SHARD_DIR is a shard's results directory or a run directory holding "
+            "shard-K-of-N subdirectories. The merged rows and leaderboard are those of a "
+            "single-process run of the same config."
+        ),
+    )
+    p.add_argument("shard_dirs", nargs="+", metavar="SHARD_DIR")
+    p.add_argument("-o", "--out", required=True, help="the merged results directory to write")
+    p.add_argument("--allow-partial", action="store_true", help="merge even if some shards are missing")
+    p.add_argument("--force", action="store_true", help="replace OUT if it already holds files")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from bench.merge import MergeError, merge_shards
+    from bench.report.leaderboard import build, render_text
+    from bench.report.write import write_tables
+
+    try:
+        summary = merge_shards(args.shard_dirs, args.out, allow_partial=args.allow_partial, overwrite=args.force)
+    except (MergeError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    out = Path(summary.out_dir)
+    seed = int(json.loads((out / "config.json").read_text()).get("seed", 0))
+    lb = build(out, seed=seed)
+    write_tables(lb, out)
+    print(render_text(lb))
+    note = f"; shards missing: {summary.missing}" if summary.missing else ""
+    print(f"merged {len(summary.shards)} shards into {out}  ({summary.rows} rows{note})")
+    return 0

@@ -1,0 +1,262 @@
+"""Combine the results directories of a sharded run into one, as if one process had run it.
+
+Each shard (``groundbench run --shard K/N``, or a torchrun rank / Slurm array task, see
+:mod:`bench.sharding`) wrote its own ``scores.jsonl``. :func:`merge_shards` checks that the
+shards belong together and cover the dataset, then writes one results directory whose rows are
+exactly the rows a single-process run of the same config writes, in the same order, so its
+leaderboard (bootstrap resamples included) is identical.
+
+Row order of a single run: models in config order; within a model, batches of ``batch_size``
+consecutive samples; within a batch, methods in config order; within a method, samples in
+index order and each sample's targets in dataset order. Rows carry their sample index, so the
+order is rebuilt by a stable sort on (model, sample // batch_size, method, sample): one sample's
+rows all come from one shard, already in target order.
+
+Checks, each an error naming the directory: every shard ran the same config and metric columns;
+shards are K of the same N, none twice; every shard finished (its progress log lists all its
+samples, for every model); no (model, method, sample, target) row appears twice. A missing
+shard is an error unless ``allow_partial`` (the merged leaderboard then covers fewer samples,
+and the merged provenance says which shards are missing).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from bench import results
+
+PROGRESS = "progress.jsonl"
+COLUMNS = "columns.json"
+
+
+class MergeError(ValueError):
+    """The directories cannot be merged; the message names the directory and the problem."""
+
+
+@dataclass
+class Shard:
+    path: Path
+    k: int
+    n: int
+    config: dict[str, Any]
+    provenance: dict[str, Any]
+    rows: list[dict[str, Any]]
+    skipped: list[dict[str, Any]]
+    done: dict[str, set[int]]
+    digests: dict[str, dict[int, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class MergeSummary:
+    out_dir: Path
+    shards: list[Path]
+    rows: int = 0
+    skipped: int = 0
+    missing: list[int] = field(default_factory=list)
+
+
+def find_shard_dirs(paths: Iterable[str | Path]) -> list[Path]:
+    """Each path is a shard's results directory, or a run directory holding ``shard-K-of-N``
+    subdirectories (what ``groundbench run --shard`` writes)."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if (p / results.SCORES).exists():
+            found.append(p)
+            continue
+        subs = sorted(d for d in p.glob("shard-*-of-*") if (d / results.SCORES).exists()) if p.is_dir() else []
+        if not subs:
+            raise MergeError(f"{p}: neither a shard's results directory ({results.SCORES}) nor a run directory with shard-K-of-N subdirectories")
+        found.extend(subs)
+    if not found:
+        raise MergeError("no shard directories given")
+    return found
+
+
+def _read_json(path: Path) -> Any:
+    if not path.exists():
+        raise MergeError(f"{path}: missing; is this a complete groundbench results directory?")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise MergeError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def read_shard(path: Path) -> Shard:
+    path = Path(path)
+    config = _read_json(path / "config.json")
+    prov = _read_json(path / results.PROVENANCE)
+    shard = prov.get("shard")
+    if not shard:
+        raise MergeError(f"{path}: not a shard (its provenance has no shard K/N); a single-process run needs no merge")
+    k, n = (int(x) for x in shard)
+    done: dict[str, set[int]] = {}
+    digests: dict[str, dict[int, Any]] = {}
+    for rec in results.read_rows(path / PROGRESS):
+        done.setdefault(rec["model"], set()).update(int(i) for i in rec["samples"])
+        given = rec.get("digests") or [None] * len(rec["samples"])
+        digests.setdefault(rec["model"], {}).update(zip((int(i) for i in rec["samples"]), given))
+    return Shard(
+        path=path,
+        k=k,
+        n=n,
+        config=config,
+        provenance=prov,
+        rows=_committed(results.read_rows(path / results.SCORES), done),
+        skipped=_committed(results.read_rows(path / results.SKIPPED), done),
+        done=done,
+        digests=digests,
+    )
+
+
+def _committed(rows: list[dict[str, Any]], done: dict[str, set[int]]) -> list[dict[str, Any]]:
+    # Rows of a batch that died before its progress record are not part of the results (a
+    # resumed run would drop and redo them); leave them out here too.
+    return [r for r in rows if int(r["sample"]) in done.get(r["model"], set())]
+
+
+def _method_labels(config: dict[str, Any], where: Path) -> list[str]:
+    from bench.config import ConfigError, parse_config
+    from bench.methods import create_method
+
+    try:
+        cfg = parse_config(config, source=str(where / "config.json"))
+    except ConfigError as exc:
+        raise MergeError(str(exc)) from exc
+    return [m.label or create_method(m.name, **m.params).label for m in cfg.methods]
+
+
+def _order_key(model_rank: dict[str, int], method_rank: dict[str, int], batch_size: int):
+    unknown = len(method_rank)
+
+    def key(row: dict[str, Any]) -> tuple:
+        sample = int(row["sample"])
+        # A skip record of a whole sample or target comes before the method failures of its
+        # batch (the engine writes them in that order); its method rank is -1.
+        method = row.get("method")
+        m = -1 if method is None else method_rank.get(method, unknown)
+        return (model_rank[row["model"]], sample // batch_size, m, sample)
+
+    return key
+
+
+def merge_shards(shard_dirs: Iterable[str | Path], out_dir: str | Path, *, allow_partial: bool = False, overwrite: bool = False) -> MergeSummary:
+    """Merge shard results directories into ``out_dir`` (module docstring)."""
+    dirs = find_shard_dirs(shard_dirs)
+    shards = sorted((read_shard(d) for d in dirs), key=lambda s: s.k)
+    first = shards[0]
+    n = first.n
+    seen: dict[int, Path] = {}
+    for s in shards:
+        if s.n != n:
+            raise MergeError(f"{s.path}: shard {s.k}/{s.n}, but {first.path} is shard {first.k}/{first.n}: shards of different splits")
+        if s.k in seen:
+            raise MergeError(f"shard {s.k}/{n} given twice: {seen[s.k]} and {s.path}")
+        seen[s.k] = s.path
+        if s.config != first.config:
+            raise MergeError(f"{s.path}: ran a different config from {first.path} (compare their config.json)")
+        cols = _read_json(s.path / COLUMNS)
+        if cols != _read_json(first.path / COLUMNS):
+            raise MergeError(f"{s.path}: metric columns differ from {first.path}")
+    missing = sorted(set(range(n)) - set(seen))
+    if missing and not allow_partial:
+        raise MergeError(
+            f"shards {', '.join(f'{k}/{n}' for k in missing)} missing (have {len(seen)} of {n}); "
+            "run them, or merge with --allow-partial"
+        )
+
+    models = [m["spec"] for m in first.config.get("models", [])]
+    models_done = {m for s in shards for m in s.done}
+    for m in sorted(models_done - set(models)):
+        models.append(m)  # an adapter that renames its spec: order by first appearance
+    model_rank = {m: i for i, m in enumerate(models)}
+    method_rank = {m: i for i, m in enumerate(_method_labels(first.config, first.path))}
+    batch_size = int(first.config.get("batch_size", 1))
+
+    for s in shards:
+        _check_complete(s, models)
+
+    key = _order_key(model_rank, method_rank, batch_size)
+    rows = [r for s in shards for r in s.rows]
+    for r in rows:
+        if r["model"] not in model_rank:
+            raise MergeError(f"a row names model {r['model']!r}, which no shard's progress log knows")
+    rows.sort(key=key)
+    _check_unique(rows)
+    skipped = sorted((r for s in shards for r in s.skipped), key=key)
+
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise MergeError(f"{out} exists and is not empty; choose another -o or pass --force")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (results.CONFIG, "config.json", COLUMNS):
+        shutil.copyfile(first.path / name, out / name)
+    results.write_text(out / results.SCORES, "".join(results.encode_row(r) + "\n" for r in rows))
+    results.write_text(out / results.SKIPPED, "".join(results.encode_row(r) + "\n" for r in skipped))
+    progress = []
+    for m in models:
+        samples = sorted({i for s in shards for i in s.done.get(m, set())})
+        digest = {i: d for s in shards for i, d in s.digests.get(m, {}).items()}
+        progress.append({"model": m, "samples": samples, "digests": [digest.get(i) for i in samples]})
+    results.write_text(out / PROGRESS, "".join(results.encode_row(p) + "\n" for p in progress))
+    results.write_json(out / results.MODELS, _merge_models(shards))
+    prov = dict(first.provenance)
+    prov["shard"] = None
+    prov["merged_from"] = [
+        {"dir": str(s.path), "shard": [s.k, s.n], "environment": s.provenance.get("environment"), "started": s.provenance.get("started")}
+        for s in shards
+    ]
+    prov["missing_shards"] = missing
+    prov["dataset_size"] = first.provenance.get("dataset_size")
+    if "data" in first.provenance:
+        from bench.engine import data_hashes
+
+        prov["data"] = data_hashes(out)  # the same hash a single run over these samples records
+    results.write_json(out / results.PROVENANCE, prov)
+    return MergeSummary(out, [s.path for s in shards], rows=len(rows), skipped=len(skipped), missing=missing)
+
+
+def _check_complete(s: Shard, models: list[str]) -> None:
+    size = s.provenance.get("dataset_size")
+    expected = set(range(s.k, int(size), s.n)) if size is not None else None
+    for m in models:
+        have = s.done.get(m, set())
+        if expected is None:
+            if not have:
+                raise MergeError(f"{s.path}: model {m!r} has no finished batch; the shard did not finish (resume it with the same command)")
+            continue
+        extra = have - expected
+        if extra:
+            raise MergeError(f"{s.path}: samples {sorted(extra)[:5]} are not in shard {s.k}/{s.n}")
+        lack = expected - have
+        if lack:
+            raise MergeError(
+                f"{s.path}: shard {s.k}/{s.n} is unfinished: model {m!r} lacks {len(lack)} of its "
+                f"{len(expected)} samples (resume it with the same command)"
+            )
+
+
+def _check_unique(rows: list[dict[str, Any]]) -> None:
+    seen = set()
+    for r in rows:
+        k = (r["model"], r["method"], int(r["sample"]), r["target"])
+        if k in seen:
+            raise MergeError(f"row {k} appears in more than one shard")
+        seen.add(k)
+
+
+def _merge_models(shards: list[Shard]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for s in shards:
+        path = s.path / results.MODELS
+        if not path.exists():
+            continue
+        for spec, info in _read_json(path).items():
+            merged.setdefault(spec, info)
+    return merged
+

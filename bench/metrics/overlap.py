@@ -1,0 +1,293 @@
+"""Overlap and coverage of the object by the map (DESIGN.md, "Overlap and coverage").
+
+Shared conventions, pinned by tests/test_metrics_overlap.py:
+
+- ``maps`` float BxHxW, ``masks`` bool BxHxW on the same device; one value per sample (float64,
+  float32 on MPS), NaN where undefined.
+- Empty mask: NaN (nothing to find; the leaderboard excludes and counts it, never a hit).
+- A map holding NaN or +-Inf: NaN.
+- Ties in the map: a cut "the n highest pixels" that falls inside a group of equal values gives
+  the tied pixels the remaining slots in proportion, i.e. the exact expectation under random
+  tie-breaking, whatever the pixel order. So a constant (or all-zero) map scores chance: rank
+  accuracy and top-k intersection equal the mask's area fraction. (Quantus breaks ties by
+  ``np.argsort`` order instead, which depends on the pixel order.)
+- "Positive mass" is the map's positive part, ``relu(map)``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+
+from bench.metrics.base import (
+    TruthBatch,
+    check_pair,
+    constant_maps,
+    empty_masks,
+    mass_fraction,
+    nan_where,
+    nonfinite_maps,
+    register_metric,
+    require,
+    work_dtype,
+)
+from bench.metrics.ranking import RankedMaps, by_chunks
+
+
+def _prepared(maps: torch.Tensor, masks: torch.Tensor):
+    """Flattened maps in the work dtype with NaN/Inf rows zeroed (their scores are NaN), flat
+    masks, mask areas, and the B bool of undefined rows (empty mask or NaN/Inf map)."""
+    check_pair(maps, masks)
+    dt = work_dtype(maps)
+    bad = nonfinite_maps(maps)
+    flat = maps.flatten(1).to(dt)
+    flat = torch.where(bad[:, None], torch.zeros_like(flat), flat)
+    gt = masks.flatten(1)
+    area = gt.sum(dim=1)
+    return flat, gt, area, bad | (area == 0)
+
+
+def mass_accuracy(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Relevance mass accuracy (Arras et al., 2022): positive mass inside the mask / total
+    positive mass, in [0, 1]. The same number as the energy pointing game.
+
+    NaN where the mask is empty, the map has no positive mass (all-zero or all-negative) or holds
+    NaN/Inf. A constant positive map scores the mask's area fraction. Quantus sums the raw
+    (signed) map instead of its positive part, so the two agree on non-negative maps only; on
+    signed maps Quantus's ratio can leave [0, 1].
+    """
+    check_pair(maps, masks)
+    frac, no_mass = mass_fraction(maps, masks)
+    return nan_where(frac, no_mass | nonfinite_maps(maps) | empty_masks(masks))
+
+
+def _top_n_fraction(flat, gt, n, denom):
+    def run(flat, gt, n, denom):
+        ranked = RankedMaps(flat, gt)
+        hits = ranked.expected_top_n_hits(n[:, None], flat.dtype)[:, 0]
+        return hits / denom.clamp(min=1).to(flat.dtype)
+
+    return by_chunks(run, (flat, gt, n, denom), flat.shape[1])
+
+
+def rank_accuracy(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Relevance rank accuracy (Arras et al., 2022): of the K = |mask| highest-valued pixels, the
+    fraction inside the mask, in [0, 1]. Signed values are ranked as they are.
+
+    Ties at the K-th value share the remaining slots in proportion (a constant map scores the
+    mask's area fraction K / HW). NaN where the mask is empty or the map holds NaN/Inf.
+    """
+    flat, gt, area, undefined = _prepared(maps, masks)
+    return nan_where(_top_n_fraction(flat, gt, area, area), undefined)
+
+
+def top_k_intersection(maps: torch.Tensor, masks: torch.Tensor, k: int) -> torch.Tensor:
+    """Top-k intersection (Theiner et al., 2021): of the ``k`` highest-valued pixels, the fraction
+    inside the mask, in [0, 1]. ``k`` is a pixel count, 1 <= k <= H*W.
+
+    Ties at the k-th value share the remaining slots in proportion. NaN where the mask is empty
+    or the map holds NaN/Inf.
+    """
+    flat, gt, area, undefined = _prepared(maps, masks)
+    if isinstance(k, bool) or int(k) != k or not 1 <= k <= flat.shape[1]:
+        raise ValueError(f"k must be an integer in [1, {flat.shape[1]}] (pixels per map), got {k!r}")
+    kk = torch.full_like(area, int(k))
+    return nan_where(_top_n_fraction(flat, gt, kk, kk), undefined)
+
+
+def coverage(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Fraction of the object's pixels inside the top-q of the map, q = the object's area
+    fraction (the seed's "incomplete highlighting" failure), counting only pixels the map
+    highlights (value > 0), in [0, 1].
+
+    With K = |mask|: the expected number of mask pixels among the K highest-valued *positive*
+    pixels, over K. It equals :func:`rank_accuracy` when the K highest pixels are all positive
+    and is lower when the map highlights fewer than K pixels: a map that lights up a quarter of
+    the object and nothing else covers at most 0.25. Ties share slots in proportion; an all-zero
+    or all-negative map covers 0. NaN where the mask is empty or the map holds NaN/Inf.
+    """
+    flat, gt, area, undefined = _prepared(maps, masks)
+    positive = flat > 0
+    # Non-positive pixels may fill slots of the top K, but never count as covering the object.
+    ranked_values = torch.where(positive, flat, torch.zeros_like(flat))
+    return nan_where(_top_n_fraction(ranked_values, gt & positive, area, area), undefined)
+
+
+def iou_curve(
+    maps: torch.Tensor,
+    masks: torch.Tensor,
+    thresholds: Sequence[float] | torch.Tensor,
+    *,
+    mode: Literal["max_fraction", "top_fraction"] = "max_fraction",
+) -> torch.Tensor:
+    """B x T: IoU between the mask and the map binarised at each threshold.
+
+    ``mode="max_fraction"`` (CAM localisation, Zhou et al. 2016): threshold t in [0, 1] keeps
+    the pixels with ``value >= t * max(map)`` and ``value > 0`` (inclusive ``>=``; t = 0 keeps
+    every positive pixel). A map with no positive value keeps nothing: IoU 0.
+    ``mode="top_fraction"``: threshold q in [0, 1] keeps the round(q * H * W) highest pixels
+    (round half to even, as ``torch.round``); ties at the cut enter in proportion, giving the
+    IoU of the expected intersection.
+    NaN rows where the mask is empty or the map holds NaN/Inf.
+    """
+    flat, gt, area, undefined = _prepared(maps, masks)
+    th = torch.as_tensor(thresholds, dtype=flat.dtype, device=flat.device).flatten()
+    if th.numel() == 0 or not bool(((th >= 0) & (th <= 1)).all()):
+        raise ValueError(f"thresholds must be a non-empty sequence in [0, 1], got {thresholds!r}")
+    if mode not in ("max_fraction", "top_fraction"):
+        raise ValueError(f'mode must be "max_fraction" or "top_fraction", got {mode!r}')
+    n_pix = flat.shape[1]
+
+    def run(flat, gt, area):
+        dt = flat.dtype
+        if mode == "max_fraction":
+            values = torch.where(flat > 0, flat, torch.full_like(flat, -torch.inf))
+            ranked = RankedMaps(values, gt)
+            peak = flat.amax(dim=1, keepdim=True).clamp(min=0)
+            cut = th[None, :] * peak
+            # Non-positive pixels sit at -inf, below every cut t * peak >= 0.
+            count = ranked.count_at_or_above(cut).to(dt)
+            inter = ranked.mask_at_or_above(cut).to(dt)
+        else:
+            ranked = RankedMaps(flat, gt)
+            n = torch.round(th * n_pix).to(torch.int64)[None, :].expand(flat.shape[0], -1)
+            inter = ranked.expected_top_n_hits(n, dt)
+            count = n.to(dt)
+        union = area[:, None].to(dt) + count - inter
+        return inter / union.clamp(min=1)
+
+    curve = by_chunks(run, (flat, gt, area), n_pix)
+    return torch.where(undefined[:, None], torch.full_like(curve, float("nan")), curve)
+
+
+def best_iou(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """The highest IoU between the mask and ``{value >= s}`` over every threshold s > 0: the
+    supremum of :func:`iou_curve` ("max_fraction") over all t in (0, 1], computed exactly from
+    one sort. A cut never splits a group of equal values. In [0, 1]; 0 for a map with no
+    positive value; a constant positive map scores the mask's area fraction. NaN where the mask
+    is empty or the map holds NaN/Inf.
+    """
+    flat, gt, area, undefined = _prepared(maps, masks)
+
+    def run(flat, gt, area):
+        dt = flat.dtype
+        values = torch.where(flat > 0, flat, torch.full_like(flat, -torch.inf))
+        ranked = RankedMaps(values, gt)
+        asc = ranked.values
+        n = asc.shape[1]
+        # Cut before ascending position j: the region is positions j..N-1, valid where the
+        # value there is positive and differs from the one before (a tie group is never split).
+        first_of_group = torch.ones_like(asc, dtype=torch.bool)
+        first_of_group[:, 1:] = asc[:, 1:] != asc[:, :-1]
+        valid = first_of_group & (asc > 0)
+        count = (n - torch.arange(n, device=asc.device, dtype=torch.int64)).to(dt)[None, :]
+        inter = ranked.suffix[:, :n].to(dt)
+        iou = inter / (area[:, None].to(dt) + count - inter).clamp(min=1)
+        iou = torch.where(valid, iou, torch.zeros_like(iou))
+        return iou.amax(dim=1)
+
+    return nan_where(by_chunks(run, (flat, gt, area), flat.shape[1]), undefined)
+
+
+def instance_recall(maps: torch.Tensor, instance_masks: torch.Tensor) -> torch.Tensor:
+    """Fraction of a class's instances that the map finds (the seed's "highlights only one of the
+    objects" failure): an instance counts when its peak map value reaches half the map's global
+    peak, ``max(map[instance]) >= 0.5 * max(map)`` (inclusive), with a positive global peak.
+
+    ``instance_masks`` bool BxKxHxW; all-false masks are padding and are ignored. In [0, 1].
+    A map with no positive value, or a constant map (it prefers no instance), finds none: 0.
+    NaN where the sample has no non-empty instance or the map holds NaN/Inf.
+    """
+    if instance_masks.ndim != 4:
+        raise ValueError(f"instance_masks must be BxKxHxW, got shape {tuple(instance_masks.shape)}")
+    b, k, h, w = instance_masks.shape
+    check_pair(maps, torch.zeros((b, h, w), dtype=torch.bool, device=instance_masks.device), "instance_masks[:, k]")
+    if instance_masks.dtype != torch.bool:
+        raise TypeError(f"instance_masks must be bool, got {instance_masks.dtype}")
+    bad = nonfinite_maps(maps)
+    dt = work_dtype(maps)
+    safe = torch.where(bad[:, None, None], torch.zeros_like(maps), maps).to(dt)
+    peak = safe.flatten(1).amax(dim=1)
+    found = torch.zeros(b, dtype=dt, device=maps.device)
+    present = torch.zeros(b, dtype=dt, device=maps.device)
+    # A loop over instance slots, not samples: each step is batched, and memory stays BxHxW.
+    for i in range(k):
+        inst = instance_masks[:, i]
+        nonempty = inst.flatten(1).any(dim=1)
+        inst_peak = torch.where(inst, safe, torch.full_like(safe, -torch.inf)).flatten(1).amax(dim=1)
+        found += (nonempty & (inst_peak >= 0.5 * peak)).to(dt)
+        present += nonempty.to(dt)
+    recall = found / present.clamp(min=1)
+    recall = torch.where((peak > 0) & ~constant_maps(maps), recall, torch.zeros_like(recall))
+    return nan_where(recall, bad | (present == 0))
+
+
+@register_metric(
+    "mass_accuracy",
+    higher_is_better=True,
+    requires=("masks",),
+    description="positive mass inside the object / total positive mass (Arras et al.)",
+)
+def _mass_accuracy_score(maps: torch.Tensor, truth: TruthBatch):
+    return mass_accuracy(maps, truth.masks)
+
+
+@register_metric(
+    "rank_accuracy",
+    higher_is_better=True,
+    requires=("masks",),
+    description="fraction of the |object| highest pixels inside the object (Arras et al.)",
+)
+def _rank_accuracy_score(maps: torch.Tensor, truth: TruthBatch):
+    return rank_accuracy(maps, truth.masks)
+
+
+@register_metric(
+    "top_k_intersection",
+    higher_is_better=True,
+    requires=("masks",),
+    description="fraction of the k highest pixels inside the object (Theiner et al.)",
+)
+def _top_k_score(maps: torch.Tensor, truth: TruthBatch, k: int = 1000):
+    return top_k_intersection(maps, truth.masks, min(int(k), maps.shape[-1] * maps.shape[-2]))
+
+
+@register_metric(
+    "coverage",
+    higher_is_better=True,
+    requires=("masks",),
+    description="fraction of the object inside the map's top-|object| positive pixels",
+)
+def _coverage_score(maps: torch.Tensor, truth: TruthBatch):
+    return coverage(maps, truth.masks)
+
+
+@register_metric(
+    "iou",
+    higher_is_better=True,
+    requires=("masks",),
+    description="IoU of the object and the map binarised at `threshold` (see iou_curve)",
+)
+def _iou_score(maps: torch.Tensor, truth: TruthBatch, threshold: float = 0.5, mode: str = "max_fraction"):
+    return iou_curve(maps, truth.masks, [threshold], mode=mode)[:, 0]
+
+
+@register_metric(
+    "best_iou",
+    higher_is_better=True,
+    requires=("masks",),
+    description="highest IoU of the object and the map over every threshold",
+)
+def _best_iou_score(maps: torch.Tensor, truth: TruthBatch):
+    return best_iou(maps, truth.masks)
+
+
+@register_metric(
+    "instance_recall",
+    higher_is_better=True,
+    requires=("instances",),
+    description="fraction of instances whose peak reaches half the map's peak",
+)
+def _instance_recall_score(maps: torch.Tensor, truth: TruthBatch):
+    return instance_recall(maps, require(truth, "instances", "instance_recall"))

@@ -1,0 +1,233 @@
+"""The few samples a report shows as overlays, and their maps.
+
+Which samples: a deterministic, diverse pick from the score rows (:func:`choose`): classes in
+turn (most frequent first), for each the first image (lowest sample index) whose target every
+(model, method) scored with every metric defined, so that a context-bearing target (a boat on
+water, with a defined leakage) is preferred over one without. The pick never looks at the scores'
+values: the examples are not chosen to flatter any method.
+
+Which maps: a run made with ``save_maps`` has every map it scored under ``maps/``; those exact
+arrays are used. Otherwise the maps of the chosen samples are recomputed from the run's resolved
+config (``config.json``): the same dataset, model adapter, method parameters and per-item seeds
+(:func:`bench.engine.item_seed`), the target output the run recorded in its rows (or the class
+map's max-logit rule where a row has none), and the engine's bilinear resize to the original
+image size. ``tests/test_report_figures.py`` pins that recomputed maps equal saved ones.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from bench.data.sample import Target
+from bench.maps_io import map_path, safe_name
+
+
+@dataclass
+class Example:
+    """One (image, target) with everything an overlay panel draws."""
+
+    sample: int
+    image_id: str
+    image: torch.Tensor  # 3xHxW float in [0, 1], as the dataset gives it
+    target: Target
+    fixations: np.ndarray | None = None  # Nx2 (x = column, y = row)
+    maps: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # (model, method) -> HxW
+    scores: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
+    source: dict[tuple[str, str], str] = field(default_factory=dict)  # "saved" | "recomputed"
+
+    @property
+    def rgb(self) -> np.ndarray:
+        """HxWx3 float array in [0, 1] for display."""
+        return self.image.permute(1, 2, 0).clamp(0, 1).numpy()
+
+
+def choose(rows: pd.DataFrame, metrics: list[str], k: int = 4) -> list[tuple[int, str, str]]:
+    """Up to ``k`` (sample index, image id, target) picks, classes in turn (see module doc)."""
+    if rows.empty:
+        return []
+    pairs = rows.groupby(["model", "method"], sort=False).ngroups
+    present = [m for m in metrics if m in rows.columns]
+    keyed = rows.assign(_defined=rows[present].notna().all(axis=1) if present else True)
+    per_key = keyed.groupby(["sample", "image_id", "target"], sort=True).agg(count=("method", "size"), defined=("_defined", "all"))
+    per_key = per_key[per_key["count"] == pairs].reset_index()
+    if per_key.empty:
+        return []
+    # Prefer fully defined targets; among them, lowest sample index first.
+    per_key = per_key.sort_values(["defined", "sample"], ascending=[False, True], kind="stable")
+    order = per_key["target"].value_counts().index.tolist()
+    order.sort(key=lambda c: (-int((per_key["target"] == c).sum()), str(c)))
+    queues = {c: per_key[per_key["target"] == c].itertuples(index=False) for c in order}
+    picks: list[tuple[int, str, str]] = []
+    seen_images: set[str] = set()
+    while len(picks) < k and queues:
+        for c in list(queues):
+            nxt = next((r for r in queues[c] if r.image_id not in seen_images), None)
+            if nxt is None:
+                del queues[c]
+                continue
+            picks.append((int(nxt.sample), str(nxt.image_id), str(nxt.target)))
+            seen_images.add(str(nxt.image_id))
+            if len(picks) == k:
+                break
+    return picks
+
+
+def _config(run_dir: Path):
+    from bench.config import parse_config
+
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing; the run's resolved config says how to rebuild its samples")
+    return parse_config(json.loads(path.read_text()), source=str(path))
+
+
+def _config_data(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing; the run's resolved config says how to rebuild its samples")
+    return json.loads(path.read_text())
+
+
+def _dataset_from_config(data: dict[str, Any]) -> Any:
+    from bench.data.registry import load_dataset
+
+    dataset = dict(data["dataset"])
+    return load_dataset(dataset.pop("name"), **dataset)
+
+
+def _map_folders(run_dir: Path, data: dict[str, Any]) -> dict[tuple[str, str], Path]:
+    """Where the maps of each (model, method) are: the folders a ``groundbench score`` results
+    directory records, else (a run) ``maps/`` by :func:`bench.maps_io.map_path`'s layout."""
+    folders = {}
+    for model, method, folder in data.get("map_sets", []):
+        folders[(model, method)] = Path(folder)
+    return folders
+
+
+def collect(run_dir: Path, rows: pd.DataFrame, metrics: list[str], k: int = 4, *, device: str | None = None) -> list[Example]:
+    """The chosen examples of a results directory, with a map per (model, method): saved maps
+    where present, recomputed otherwise (see module doc)."""
+    run_dir = Path(run_dir)
+    picks = choose(rows, metrics, k)
+    if not picks:
+        return []
+    data = _config_data(run_dir)
+    dataset = _dataset_from_config(data)
+    folders = _map_folders(run_dir, data)
+    examples = []
+    for index, image_id, label in picks:
+        sample = dataset[index]
+        if str(sample.image_id) != image_id:
+            raise ValueError(
+                f"{run_dir}: sample {index} is {sample.image_id!r} now but the rows say {image_id!r}; "
+                "the dataset changed since the run"
+            )
+        target = next((t for t in sample.targets if t.label == label), None)
+        if target is None:
+            raise ValueError(f"{run_dir}: image {image_id!r} has no target {label!r} any more")
+        fix = None if sample.fixations is None else np.asarray(sample.fixations, dtype=np.float64)
+        examples.append(Example(index, image_id, sample.image, target, fix))
+
+    pairs = list(dict.fromkeys(zip(rows["model"], rows["method"])))
+    metric_cols = [m for m in metrics if m in rows.columns]
+    indexed = rows.set_index(["model", "method", "image_id", "target"])
+    missing: dict[str, list[tuple[Example, str]]] = {}
+    for ex in examples:
+        for model, method in pairs:
+            key = (model, method, ex.image_id, ex.target.label)
+            if key in indexed.index:
+                row = indexed.loc[key]
+                row = row.iloc[0] if isinstance(row, pd.DataFrame) else row
+                ex.scores[(model, method)] = {m: float(row[m]) for m in metric_cols}
+            if (model, method) in folders:
+                path = folders[(model, method)] / f"{safe_name(ex.image_id)}__{safe_name(ex.target.label)}.npy"
+            else:
+                path = map_path(run_dir / "maps", model, method, ex.image_id, ex.target.label)
+            if path.exists():
+                ex.maps[(model, method)] = np.load(path).astype(np.float32)
+                ex.source[(model, method)] = "saved"
+            else:
+                missing.setdefault(model, []).append((ex, method))
+    if missing and not data.get("map_sets"):
+        _recompute(run_dir, rows, missing, device)
+    return examples
+
+
+def _recompute(run_dir: Path, rows: pd.DataFrame, missing: dict[str, list[tuple[Example, str]]], device: str | None) -> None:
+    from bench.engine import resolve_device
+    from bench.methods import create_method
+    from bench.models import load_model
+
+    cfg = _config(run_dir)
+    from bench.engine import RunError
+
+    try:
+        dev = resolve_device(device or cfg.device)
+    except RunError:
+        dev = torch.device("cpu")  # the run's GPU is not here; a few maps are cheap on the CPU
+    outputs = {}
+    if "output" in rows.columns:
+        for r in rows[["model", "image_id", "target", "output"]].itertuples(index=False):
+            if r.output is not None and not (isinstance(r.output, float) and math.isnan(r.output)):
+                outputs[(r.model, r.image_id, r.target)] = int(r.output)
+    for model_cfg in cfg.models:
+        bundle = load_model(model_cfg.name, seed=cfg.seed, **model_cfg.params)
+        todo = missing.get(bundle.spec)
+        if not todo:
+            continue
+        methods = {}
+        for m in cfg.methods:
+            method = create_method(m.name, **m.params)
+            methods[m.label or method.label] = method.with_model_defaults(bundle.target_layer)
+        module = bundle.module.to(dev).eval()
+        by_method: dict[str, list[Example]] = {}
+        for ex, label in todo:
+            if label in methods:  # a method the config no longer has: nothing to recompute
+                by_method.setdefault(label, []).append(ex)
+        for label, exs in by_method.items():
+            outs = [outputs.get((bundle.spec, ex.image_id, ex.target.label)) for ex in exs]
+            for ex, m in zip(exs, recompute_maps(cfg.seed, bundle, module, methods[label], label, exs, dev, outs)):
+                ex.maps[(bundle.spec, label)] = m
+                ex.source[(bundle.spec, label)] = "recomputed"
+
+
+def recompute_maps(run_seed: int, bundle, module, method, label: str, exs: list[Example], device: torch.device, outputs: list[int | None]) -> list[np.ndarray]:
+    """Maps as the engine makes them: preprocess, target output (the run's, else the class
+    map's max-logit rule), per-item seed, bilinear resize to the original size. Examples whose
+    model inputs share a shape are attributed in one call."""
+    from bench.engine import item_seed
+    from bench.models.class_maps import select_targets
+
+    inputs = [bundle.preprocess(ex.image) for ex in exs]
+    result: list[np.ndarray | None] = [None] * len(exs)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for n, x in enumerate(inputs):
+        groups.setdefault(tuple(x.shape), []).append(n)
+    for members in groups.values():
+        batch = torch.stack([inputs[n] for n in members]).to(device)
+        outs = [outputs[n] for n in members]
+        if any(o is None for o in outs):
+            with torch.no_grad():
+                logits = module(batch)
+            chosen = select_targets(bundle.class_map, logits, [exs[n].target.label for n in members]).tolist()
+            outs = [int(c) if o is None else int(o) for o, c in zip(outs, chosen)]
+        for n, o in zip(members, outs):
+            if o < 0:
+                raise ValueError(f"{bundle.spec} has no output for class {exs[n].target.label!r}")
+        targets = torch.tensor(outs, device=device)
+        seeds = [item_seed(run_seed, exs[n].image_id, exs[n].target.label, label) for n in members]
+        maps = method(module, batch, targets, seeds=seeds)
+        for k, n in enumerate(members):
+            size = tuple(exs[n].image.shape[-2:])
+            up = F.interpolate(maps[k : k + 1, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
+            result[n] = up.detach().cpu().numpy().astype(np.float32)
+    return result  # type: ignore[return-value]

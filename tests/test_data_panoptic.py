@@ -1,0 +1,151 @@
+"""COCO panoptic loader: the real panopticapi sample (2 val2017 photos) and a boat-on-water
+scene written here in the official format (JSON + RGB id PNG)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.data.annotations import DatasetFormatError
+from bench.data.manifest import load_manifest
+from bench.data.panoptic import CocoPanoptic, read_segment_ids, rgb_to_id
+
+HERE = Path(__file__).resolve().parent
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SAMPLE = SHARED / "coco_panoptic_sample"
+CATEGORIES = json.loads(
+    (HERE / "fixtures" / "coco_panoptic" / "panoptic_coco_categories.json").read_text()
+)
+SAMPLE_LAYOUT = dict(
+    annotations="panoptic_examples.json", masks="panoptic_examples", images="input_images"
+)
+
+
+def needs_sample():
+    if not (SAMPLE / "panoptic_examples.json").is_file():
+        pytest.skip(f"shared panoptic sample not found at {SAMPLE} (see shared/data/SOURCES.md)")
+
+
+def test_rgb_to_id_is_panopticapi_encoding():
+    rgb = np.array([[[1, 0, 0], [0, 1, 0], [0, 0, 1], [7, 3, 2]]], dtype=np.uint8)
+    assert rgb_to_id(rgb).tolist() == [[1, 256, 65536, 7 + 3 * 256 + 2 * 65536]]
+
+
+def test_real_sample_segments_match_their_areas():
+    needs_sample()
+    data = json.loads((SAMPLE / "panoptic_examples.json").read_text())
+    for ann in data["annotations"]:
+        ids = read_segment_ids(SAMPLE / "panoptic_examples" / ann["file_name"])
+        for seg in ann["segments_info"]:
+            # The JSON's `area` is the segment's pixel count: the decoding is exact.
+            assert np.count_nonzero(ids == seg["id"]) == seg["area"]
+
+
+def test_real_sample_things_are_targets_and_stuff_is_context():
+    needs_sample()
+    ds = CocoPanoptic(SAMPLE, manifest=load_manifest("coco2017-val"), **SAMPLE_LAYOUT)
+    assert len(ds) == 2 and len(ds.class_names) == 80
+    by_id = {s.image_id: s for s in (ds[0], ds[1])}
+    horse_image = by_id["439180"]
+    assert [t.label for t in horse_image.targets] == ["person", "truck", "horse"]
+    horse = horse_image.targets[2]
+    data = json.loads((SAMPLE / "panoptic_examples.json").read_text())
+    ann = next(a for a in data["annotations"] if a["image_id"] == 439180)
+    ids = read_segment_ids(SAMPLE / "panoptic_examples" / ann["file_name"])
+    grass_ids = [s["id"] for s in ann["segments_info"] if s["category_id"] == 193]  # grass-merged
+    horse_segs = [s for s in ann["segments_info"] if s["category_id"] == 19]
+    assert set(horse.context) == {"grass"}  # horse -> grass, dirt; this photo has no dirt
+    assert (horse.context["grass"].numpy() == np.isin(ids, grass_ids)).all()
+    assert not (horse.context["grass"].numpy() & horse.mask.numpy()).any()
+    # One of the 12 horse segments is a crowd: in the mask (crowd="include"), not an instance.
+    assert len(horse_segs) == 12 and sum(s["iscrowd"] for s in horse_segs) == 1
+    assert horse.instances.shape[0] == 11 and horse.boxes.shape == (11, 4)
+    assert np.count_nonzero(horse.mask.numpy()) == sum(s["area"] for s in horse_segs)
+    no_crowd = CocoPanoptic(SAMPLE, manifest=None, crowd="exclude", **SAMPLE_LAYOUT)
+    horse_ex = next(t for t in no_crowd[1].targets if t.label == "horse")
+    assert np.count_nonzero(horse_ex.mask.numpy()) == sum(
+        s["area"] for s in horse_segs if not s["iscrowd"]
+    )
+    # person has no context pair in the manifest; truck -> road, absent here (gravel).
+    assert horse_image.targets[0].context == {} and horse_image.targets[1].context == {}
+    ball = next(t for t in by_id["142238"].targets if t.label == "sports ball")
+    assert set(ball.context) == {"grass"}
+    assert ball.difficult  # tiny, with a person present
+
+
+def test_without_manifest_there_is_no_context():
+    needs_sample()
+    ds = CocoPanoptic(SAMPLE, manifest=None, **SAMPLE_LAYOUT)
+    assert all(t.context == {} for i in range(len(ds)) for t in ds[i].targets)
+
+
+def _id_png(ids: np.ndarray, path: Path) -> None:
+    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], axis=-1).astype(np.uint8)
+    Image.fromarray(rgb, "RGB").save(path)
+
+
+@pytest.fixture
+def boat_scene(tmp_path):
+    """A 40x30 harbour: sky (rows 0-9), sea (rows 10-19), river (rows 20-29), and a boat
+    (rows 8-14, cols 10-24) covering part of the sky and the sea."""
+    name = {c["name"]: c["id"] for c in CATEGORIES}
+    ids = np.zeros((30, 40), dtype=np.int64)
+    ids[0:10] = 1001
+    ids[10:20] = 1002
+    ids[20:30] = 1003
+    ids[8:15, 10:25] = 2000
+    root = tmp_path / "pan"
+    (root / "annotations" / "panoptic_val2017").mkdir(parents=True)
+    (root / "val2017").mkdir()
+    _id_png(ids, root / "annotations" / "panoptic_val2017" / "000000000001.png")
+    Image.fromarray(np.full((30, 40, 3), 128, np.uint8)).save(root / "val2017" / "000000000001.jpg")
+    segs = [
+        {"id": 1001, "category_id": name["sky-other-merged"], "iscrowd": 0},
+        {"id": 1002, "category_id": name["sea"], "iscrowd": 0},
+        {"id": 1003, "category_id": name["river"], "iscrowd": 0},
+        {"id": 2000, "category_id": name["boat"], "iscrowd": 0, "bbox": [10, 8, 15, 7]},
+    ]
+    for s in segs:
+        s["area"] = int((ids == s["id"]).sum())
+        s.setdefault("bbox", [0, 0, 40, 30])
+    data = {
+        "images": [{"id": 1, "file_name": "000000000001.jpg", "height": 30, "width": 40}],
+        "annotations": [{"image_id": 1, "file_name": "000000000001.png", "segments_info": segs}],
+        "categories": CATEGORIES,
+    }
+    (root / "annotations" / "panoptic_val2017.json").write_text(json.dumps(data))
+    return root, ids
+
+
+def test_boat_on_water_context(boat_scene):
+    root, ids = boat_scene
+    ds = CocoPanoptic(root, "val2017", manifest=load_manifest("coco2017-val"))
+    s = ds[0]
+    assert [t.label for t in s.targets] == ["boat"]
+    boat = s.targets[0]
+    assert (boat.mask.numpy() == (ids == 2000)).all()
+    assert boat.boxes.tolist() == [[10.0, 8.0, 25.0, 15.0]]
+    assert set(boat.context) == {"water"}  # sky is not a boat region
+    assert (boat.context["water"].numpy() == np.isin(ids, [1002, 1003])).all()
+    assert not boat.difficult  # the only class in the image
+
+
+def test_manifest_typo_is_an_error_naming_the_manifest(boat_scene, tmp_path):
+    root, _ = boat_scene
+    text = load_manifest("coco2017-val").path.read_text().replace('"water-other"', '"water-othr"')
+    bad = tmp_path / "coco2017-val.toml"
+    bad.write_text(text)
+    with pytest.raises(DatasetFormatError, match="water-othr"):
+        CocoPanoptic(root, "val2017", manifest=load_manifest(bad))
+
+
+def test_png_size_mismatch_names_the_file(boat_scene):
+    root, ids = boat_scene
+    _id_png(ids[:, :20], root / "annotations" / "panoptic_val2017" / "000000000001.png")
+    ds = CocoPanoptic(root, "val2017", manifest=None)
+    with pytest.raises(DatasetFormatError, match="000000000001.png"):
+        ds[0]

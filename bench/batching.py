@@ -83,11 +83,17 @@ class PreparedSamples(Dataset):
 
 
 def _image_id(dataset: Dataset, index: int) -> str:
-    ids = getattr(dataset, "image_ids", None)
+    """The id of a sample that failed to load, without loading it: from the dataset's
+    ``image_id(index)`` method or ``image_ids`` sequence where it has one, else ``"#<index>"``."""
     try:
-        return str(ids[index]) if ids is not None else f"#{index}"
-    except (IndexError, KeyError, TypeError):
-        return f"#{index}"
+        if callable(getattr(dataset, "image_id", None)):
+            return str(dataset.image_id(index))
+        ids = getattr(dataset, "image_ids", None)
+        if ids is not None:
+            return str(ids[index])
+    except (IndexError, KeyError, TypeError, ValueError):
+        pass
+    return f"#{index}"
 
 
 def _check_sample(sample: Sample) -> None:
@@ -222,7 +228,8 @@ def truth_for(jobs: list[Job], batch: list[Prepared], requires: set[str], device
         for n, t in enumerate(inst):
             padded[n, : t.shape[0]] = t.bool()
         truth.instances = padded.to(device, non_blocking=True)
-        truth.instance_counts = torch.tensor([int(t.shape[0]) for t in inst], device=device)
+        # Built on the host, copied without blocking: a blocking copy would wait for the device.
+        truth.instance_counts = torch.tensor([int(t.shape[0]) for t in inst]).to(device, non_blocking=True)
     if "fixations" in requires:
         truth.fixations = stack([fixation_map(batch[j.item].fixations, batch[j.item].size) for j in jobs])
         truth.other_fixations = stack(

@@ -110,6 +110,29 @@ AUTOCAST = ("none", "bf16")
 _TABLES = ("dataset", "model", "models", "methods", "metrics")
 
 
+def _type_matches(value: Any, default: Any) -> bool:
+    """Whether ``value`` may replace a parameter whose default is ``default`` (None: anything;
+    an int where a float is expected; never a bool for a number)."""
+    if default is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, type(default))
+
+
+def _check_types(source: str, where: str, params: dict[str, Any], defaults: dict[str, Any]) -> None:
+    for key, value in params.items():
+        if key in defaults and not _type_matches(value, defaults[key]):
+            want = type(defaults[key]).__name__
+            raise _fail(source, f"{where}: parameter {key!r} must be {want}, got {value!r} ({type(value).__name__})")
+
+
 def _fail(source: str, msg: str) -> ConfigError:
     return ConfigError(f"{source}: {msg}")
 
@@ -224,6 +247,8 @@ def _check_dataset(source: str, dataset: Component) -> None:
     for key in dataset.params:
         if key not in known:
             raise _unknown(source, f"[dataset] (loader {dataset.name!r})", key, known)
+    defaults = {n: p.default for n, p in params.items() if p.default is not inspect.Parameter.empty}
+    _check_types(source, f"[dataset] (loader {dataset.name!r})", dataset.params, defaults)
 
 
 def _check_models(source: str, models: list[Component]) -> None:
@@ -263,6 +288,7 @@ def _check_metrics(source: str, metrics: list[Component]) -> None:
             info.validate_params(m.params)
         except (KeyError, ValueError) as exc:
             raise _fail(source, f"metric {m.name!r}: {exc}") from exc
+        _check_types(source, f"metric {m.name!r}", m.params, info.defaults)
         label = m.label or m.name
         if label in labels:
             raise _fail(source, f"metric column {label!r} appears twice; give one a 'label'")

@@ -5,7 +5,14 @@ is expanded into one job per (sample, target) the model can represent, every met
 all jobs in one call, maps are resized to their image's original size on the device, every
 metric scores them there, and the batch's rows are copied to the host once and appended to
 ``scores.jsonl`` with one durable write. Maps are dropped after scoring, so memory stays flat as
-the dataset grows.
+the dataset grows. That host copy is the loop's only synchronisation with the device (inputs
+arrive stacked and pinned, index lists go up without blocking, multi-output classes are
+resolved on the device), so a GPU's queue never drains mid-batch; ``tests/test_perf_harness.py``
+checks this on any device and ``groundbench perf`` measures how close the loop comes to the
+model's own passes.
+
+Sharding: ``shard=(K, N)`` scores only samples ``i % N == K``; each shard writes its own
+directory and :mod:`bench.merge` combines them into the single-process result.
 
 Resume: after a batch's rows are durable its sample indices go to ``progress.jsonl``. A run
 restarted with the same config drops rows of samples not in the progress file (a batch that was
@@ -355,24 +362,8 @@ def _skip(bundle: ModelBundle, p: Prepared, target: str | None, reason: str) -> 
 
 def _score_batch(cfg, bundle, model, batch: list[Prepared], methods, columns, requires, device, out, clock: StageClock):
     skips: list[dict[str, Any]] = []
-    jobs: list[Job] = []
-    for pos, p in enumerate(batch):
-        if p.error is not None:
-            skips.append(_skip(bundle, p, None, f"sample not loaded: {p.error}"))
-            continue
-        if not p.targets:
-            skips.append(_skip(bundle, p, None, "no targets in this image"))
-            continue
-        for t in p.targets:
-            cands = _resolve_outputs(bundle, t.label, None)
-            if not cands:
-                skips.append(_skip(bundle, p, t.label, f"class {t.label!r} has no output in {bundle.spec}'s class map"))
-                continue
-            problem = target_problem(t, p)
-            if problem is not None:
-                skips.append(_skip(bundle, p, t.label, problem))
-                continue
-            jobs.append(Job(pos, t, candidates=cands))
+    with clock.stage("prepare"):
+        jobs = _jobs(bundle, batch, skips)
     if not jobs:
         return [], skips
 
@@ -433,6 +424,29 @@ def _score_batch(cfg, bundle, model, batch: list[Prepared], methods, columns, re
     with clock.stage("rows"):
         rows = _rows(bundle, batch, jobs, methods, columns, host, outputs, failures, skips)
     return rows, skips
+
+
+def _jobs(bundle: ModelBundle, batch: list[Prepared], skips: list[dict[str, Any]]) -> list[Job]:
+    """One job per (sample, target) the model can represent; the rest go to ``skips``."""
+    jobs: list[Job] = []
+    for pos, p in enumerate(batch):
+        if p.error is not None:
+            skips.append(_skip(bundle, p, None, f"sample not loaded: {p.error}"))
+            continue
+        if not p.targets:
+            skips.append(_skip(bundle, p, None, "no targets in this image"))
+            continue
+        for t in p.targets:
+            cands = _resolve_outputs(bundle, t.label, None)
+            if not cands:
+                skips.append(_skip(bundle, p, t.label, f"class {t.label!r} has no output in {bundle.spec}'s class map"))
+                continue
+            problem = target_problem(t, p)
+            if problem is not None:
+                skips.append(_skip(bundle, p, t.label, problem))
+                continue
+            jobs.append(Job(pos, t, candidates=cands))
+    return jobs
 
 
 def _rows(bundle, batch, jobs, methods, columns, host, outputs, failures, skips) -> list[dict[str, Any]]:

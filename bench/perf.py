@@ -336,22 +336,40 @@ class SyncDetector(TorchFunctionMode):
         return [s for s in self.sites if not any(s.where.endswith(" " + a) for a in allowed)]
 
 
-def find_syncs(cfg_data: dict[str, Any], out_dir: Path) -> tuple[int, list[SyncSite]]:
-    """Run ``cfg_data`` under a :class:`SyncDetector`; (batches, sync sites outside the one
-    allowed score copy). Model parameters count as device tensors once the model is loaded."""
+@dataclass
+class SyncCheck:
+    batches: int
+    sites: list[SyncSite]  # synchronisations besides the one score copy per batch
+    cuda_syncs: int | None = None  # what torch.cuda's sync debug mode counted in the loop (CUDA only)
+
+
+def find_syncs(cfg_data: dict[str, Any], out_dir: Path) -> SyncCheck:
+    """Run ``cfg_data`` with each batch's scoring under a :class:`SyncDetector` (and, on CUDA,
+    ``torch.cuda.set_sync_debug_mode("warn")``, counting what it reports). Model parameters
+    count as device tensors."""
     from bench import engine
     from bench.config import parse_config
 
     cfg = parse_config(cfg_data)
+    cuda = engine.resolve_device(cfg.device).type == "cuda"
     detectors: list[SyncDetector] = []
-    batches = []
+    batches: list[int] = []
+    caught: list[warnings.WarningMessage] = []
     original = engine._score_batch
 
     def watched(cfg_, bundle, model, *args, **kwargs):
         det = SyncDetector(model)
         detectors.append(det)
-        with det:
-            return original(cfg_, bundle, model, *args, **kwargs)
+        with det, warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            if cuda:
+                torch.cuda.set_sync_debug_mode("warn")
+            try:
+                return original(cfg_, bundle, model, *args, **kwargs)
+            finally:
+                if cuda:
+                    torch.cuda.set_sync_debug_mode(0)
+                caught.extend(w for w in seen if "synchroniz" in str(w.message).lower())
 
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -364,7 +382,7 @@ def find_syncs(cfg_data: dict[str, Any], out_dir: Path) -> tuple[int, list[SyncS
     copies = sum(1 for d in detectors if len(d.report()) < len(d.sites))
     if copies != len(detectors):  # every batch with jobs copies its scores once
         sites.append(SyncSite(f"score copy in only {copies} of {len(detectors)} batches", "bench/engine.py _to_host"))
-    return len(batches), sites
+    return SyncCheck(len(batches), sites, len(caught) if cuda else None)
 
 
 # -- the limit: the method's model passes alone ----------------------------------------------------------
@@ -624,6 +642,8 @@ class PerfOptions:
     memory_quick: bool = False
     memory: bool = True
     quantus: bool = True
+    metrics_batch: int = 64
+    metrics_repeats: int = 3
     check_syncs: bool = True
     work_dir: Path | None = None
     threads: int | None = None
@@ -632,7 +652,8 @@ class PerfOptions:
 def quick_options(**over: Any) -> PerfOptions:
     """A few minutes on two CPU cores: batch sizes 1 and 16, two timed batches, a smaller
     memory comparison (one model, Grad-CAM), RISE with 8 masks."""
-    base = dict(batch_sizes=(1, 16), batches=2, memory_sizes=(200, 2000), memory_quick=True, rise_masks=8)
+    base = dict(batch_sizes=(1, 16), batches=2, memory_sizes=(200, 2000), memory_quick=True, rise_masks=8,
+                metrics_batch=16, metrics_repeats=2)
     base.update(over)
     return PerfOptions(**base)
 
@@ -661,6 +682,8 @@ def run_benchmark(opts: PerfOptions, log: Callable[[str], None] = print) -> Perf
     if opts.threads:
         torch.set_num_threads(opts.threads)
     device = resolve_device(opts.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
     workers = opts.workers if opts.workers is not None else min(8, os.cpu_count() or 1)
     rise_masks = opts.rise_masks or (1000 if device.type == "cuda" else 16)
     report = PerfReport(device=_device_name(device), environment=environment(device),
@@ -709,8 +732,9 @@ def run_benchmark(opts: PerfOptions, log: Callable[[str], None] = print) -> Perf
                              "suite": "harbor (1 model, Grad-CAM)" if opts.memory_quick else "harbor default suite"}
             log(f"  {small}: {a:.0f} MiB, {large}: {b:.0f} MiB ({(b / a - 1) * 100:+.1f}%)")
         if opts.quantus:
-            log("metric cost per sample vs Quantus (64 maps, 640x480) ...")
-            report.metrics = metrics_vs_quantus()
+            log(f"metric cost per sample vs Quantus ({opts.metrics_batch} maps, 640x480) ...")
+            report.metrics = metrics_vs_quantus(opts.metrics_batch, repeats=opts.metrics_repeats)
+            report.settings["metrics_batch"] = opts.metrics_batch
     finally:
         if own_work:
             shutil.rmtree(work, ignore_errors=True)
@@ -723,12 +747,15 @@ def _sync_check(opts, data_root, work, device, workers, rise_masks, log) -> dict
         for method in opts.methods:
             cfg = pipeline_config(model, _method_entry(method, min(rise_masks, 4)), data_root, 4, 2, str(device), 0, opts.autocast)
             try:
-                batches, sites = find_syncs(cfg, work / "sync")
+                check = find_syncs(cfg, work / "sync")
             except Exception as exc:  # noqa: BLE001 - reported beside the table
                 found[f"{model}/{method}"] = f"not checked ({type(exc).__name__}: {exc})"
                 continue
-            found[f"{model}/{method}"] = [f"{s.op} at {s.where}" for s in sites]
-            log(f"host synchronisations besides the score copy, {model}/{method}: {len(sites)} in {batches} batches")
+            found[f"{model}/{method}"] = [f"{s.op} at {s.where}" for s in check.sites]
+            cuda = "" if check.cuda_syncs is None else f"; CUDA sync debug mode: {check.cuda_syncs} synchronising calls"
+            if check.cuda_syncs is not None:
+                found[f"{model}/{method}"].append(f"CUDA sync debug mode counted {check.cuda_syncs} in {check.batches} batches")
+            log(f"host synchronisations besides the score copy, {model}/{method}: {len(check.sites)} in {check.batches} batches{cuda}")
     return found
 
 
@@ -769,7 +796,7 @@ def render(report: PerfReport) -> str:
     if isinstance(report.metrics, str) and report.metrics:
         lines.append(f"\nmetrics vs Quantus: {report.metrics}")
     elif report.metrics:
-        lines.append("\nmetrics, ms per sample on the CPU (64 maps at 640x480; Quantus where it has the metric)")
+        lines.append(f"\nmetrics, ms per sample on the CPU ({report.settings.get('metrics_batch', 64)} maps at 640x480; Quantus where it has the metric)")
         lines.append(f"{'metric':22s} {'groundbench':>12s} {'quantus':>10s} {'speedup':>8s}")
         for m in report.metrics:
             q = f"{m['quantus_ms']:10.3f}" if math.isfinite(m["quantus_ms"]) else f"{'-':>10s}"

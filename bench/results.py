@@ -9,6 +9,8 @@
 - ``scores.jsonl``: one JSON object per (model, method, image, target): the score rows,
   append-only, one durable write (flush + fsync) per batch;
 - ``skipped.jsonl``: samples or targets not scored, each with the reason;
+- ``progress.jsonl``: per finished batch, its sample indices and their data digests, written
+  after the batch's rows are durable (what a resumed run trusts);
 - ``leaderboard.*``: rendered tables, always recomputable from the rows alone.
 
 Rows are JSON lines so that a torn last line (a run killed mid-write) is detectable: it does

@@ -17,7 +17,10 @@ Scoring goes through the engine's own pieces: the dataset's samples (:class:`Pre
 its target checks (:func:`target_problem`), :func:`truth_for` and each registered metric's
 ``score``, in float32 like the engine's score rows. So a run's saved maps score to exactly the
 run's rows, with one difference: ``output`` (the model output the method attributed) is not in
-a map file and is null here. Targets without a map file are recorded in ``skipped.jsonl``.
+a map file and is null here. Both must run the same metric code on the same device type (a
+float32 score can differ in its last bit between CPU and GPU kernels); ``groundbench score``
+also takes the run's batch size from its config, so that even the batches are the run's.
+Targets without a map file are recorded in ``skipped.jsonl``.
 """
 
 from __future__ import annotations
@@ -173,7 +176,7 @@ def score_batch(batch: list[Prepared], map_set: MapSet, columns, requires: set[s
         for t in p.targets:
             path = map_set.folder / f"{safe_name(p.image_id)}__{safe_name(t.label)}.npy"
             if not path.exists():
-                skips.append(_skip(map_set.model, p, t.label, f"no map file {path.name}", map_set.method))
+                skips.append(_skip(map_set.model, p, t.label, f"no map file: {path.name}", map_set.method))
                 continue
             problem = target_problem(t, p)
             if problem is not None:

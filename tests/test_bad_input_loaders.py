@@ -17,6 +17,9 @@ from __future__ import annotations
 import json
 import math
 import struct
+import subprocess
+import sys
+import textwrap
 import zlib
 from pathlib import Path
 
@@ -29,7 +32,8 @@ from bench import results
 from bench.config import parse_config
 from bench.data.synthetic import make_scene
 from bench.engine import run_config
-from bench.report.leaderboard import build, render_text
+from bench.report.leaderboard import build
+from bench.report.render import render_text
 
 CATEGORIES = [
     {"id": 1, "name": "boat"},
@@ -278,3 +282,32 @@ def test_leaderboard_footer_counts_what_was_not_scored(runs):
     assert "1 × class 'giraffe' has no output in harbor" in footer
     n_skipped = len(results.read_rows(bad / results.SKIPPED))
     assert n_skipped == len(FILE_ERRORS) + len(EXTRA_TARGET)
+
+
+DECODE_IN_A_BOX = textwrap.dedent(
+    """
+    import resource, sys
+    resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))  # a crash, not the machine's memory
+    from bench.data.coco import decode_segmentation
+    x = float(sys.argv[1])
+    try:
+        m = decode_segmentation({"id": 7, "segmentation": [[0, 0, x, 0, 0, 5]], "bbox": [0, 0, 1, 1]}, 12, 16)
+        print("mask", tuple(m.shape))
+    except ValueError as exc:
+        print("refused", type(exc).__name__, exc)
+    """
+)
+
+
+@pytest.mark.parametrize("x", ["1e8", "-1e9", "1e12"])
+def test_polygon_with_far_out_coordinates_is_an_error_not_a_crash(x):
+    """pycocotools rasterises a polygon on a grid spanning its coordinates: a vertex at 1e8 px
+    makes it allocate gigabytes and segfault, which would kill a run (and every resume of it)
+    at that image. The loader must refuse such an annotation (or clip it) before pycocotools."""
+    proc = subprocess.run(
+        [sys.executable, "-c", DECODE_IN_A_BOX, x], capture_output=True, text=True, timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert proc.returncode == 0, f"decoding crashed the process (rc {proc.returncode})"
+    out = proc.stdout.strip()
+    assert out == "mask (12, 16)" or (out.startswith("refused") and "7" in out), out

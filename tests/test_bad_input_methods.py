@@ -26,7 +26,8 @@ from bench.config import parse_config
 from bench.data.synthetic import HarborScenes
 from bench.engine import run_config
 from bench.methods.base import AttributionMethod, register_method
-from bench.report.leaderboard import build, render_text
+from bench.report.leaderboard import build
+from bench.report.render import render_text
 
 N, BATCH = 16, 8
 POISONED = (5, 11)  # one in each batch

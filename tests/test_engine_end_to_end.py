@@ -12,7 +12,8 @@ import pytest
 from bench import results
 from bench.config import ConfigError, parse_config
 from bench.engine import run_config
-from bench.report.leaderboard import build, render_text
+from bench.report.leaderboard import build
+from bench.report.render import render_text
 
 TINY = {
     "name": "tiny",

@@ -90,7 +90,7 @@ def _pgc_run(pgc, cls_name, model, layer_module, x, targets, **attrs):
 
 
 def _close_rel(ours: torch.Tensor, ref: torch.Tensor, tol: float = 1e-4) -> None:
-    err = float((ours - ref).abs().max() / ref.abs().max())
+    err = float((ours.detach() - ref.detach()).abs().max() / ref.detach().abs().max())
     assert err <= tol, f"max |ours - reference| = {err:.2e} of the reference's largest value"
 
 
@@ -274,15 +274,18 @@ def test_effnet_gradient_ig_and_occlusion_agree_with_captum(captum_attr, effnet)
 
 
 def test_effnet_integrated_gradients_completeness_within_one_percent(effnet):
+    # The default settings (256 Gauss-Legendre steps, baseline 0) on one image resized to
+    # 112 px, which keeps the test to 256 cheap forward/backward passes (errors measured: 112 px
+    # 0.2% and 0.4%, 160 px 0.6% and 0.6%, 224 px 0.0% and 0.7% on the two test images).
     model, x, t = effnet
-    x, t = x[:1], t[:1]
-    maps = create_method("integrated_gradients", steps=IG_STEPS, reduce="sum")(model, x, t)
+    x = torch.nn.functional.interpolate(x[:1], size=(112, 112), mode="bilinear", antialias=True, align_corners=False)
+    x, t = x.contiguous(memory_format=torch.channels_last), t[:1]
+    method = create_method("integrated_gradients", reduce="sum")
+    assert method.params["steps"] == 256
+    maps = method(model, x, t)
     with torch.no_grad():
         delta = (model(x) - model(torch.zeros_like(x))).gather(1, t[:, None])[:, 0]
     assert abs(float(maps.sum() / delta) - 1) <= 0.01
-
-
-IG_STEPS = 256
 
 
 # -- adapters ------------------------------------------------------------------------------------

@@ -32,6 +32,9 @@ def test_tolerance_is_a_strict_euclidean_distance_between_pixel_centres():
     g = _mask(20, 20, (11, 11))  # diagonal neighbour, distance sqrt(2)
     assert not pointing_game(m, g, tolerance=1.4142).item()
     assert pointing_game(m, g, tolerance=1.4143).item()
+    # tolerance just above the distance: 2 < (sqrt(2) + 1e-12)^2, which float32 would round to 2
+    assert pointing_game(m, g, tolerance=math.sqrt(2) + 1e-12).item()
+    assert not pointing_game(m, g, tolerance=1.41421356).item()  # just below sqrt(2)
 
 
 def test_tolerance_one_means_the_argmax_pixel_itself_and_zero_never_hits():

@@ -169,9 +169,11 @@ def test_engine_loop_has_no_hidden_synchronisation(folder, tmp_path):
         metrics=[{"name": "pointing_game"}, {"name": "energy_pointing_game"}, {"name": "leakage"}],
         methods=[{"name": "gradcam"}, {"name": "center"}],
     )
-    batches, sites = find_syncs(cfg, tmp_path / "sync")
-    assert batches == 3
-    assert sites == []
+    check = find_syncs(cfg, tmp_path / "sync")
+    assert check.batches == 3
+    assert check.sites == []
+    if torch.cuda.is_available():
+        assert check.cuda_syncs is not None
 
 
 def test_sync_check_finds_a_synchronisation_put_into_the_loop(folder, tmp_path, monkeypatch):
@@ -187,7 +189,7 @@ def test_sync_check_finds_a_synchronisation_put_into_the_loop(folder, tmp_path, 
     monkeypatch.setattr(engine, "_index", syncing_index)
     cfg = tiny_pipeline(folder, metrics=[{"name": "pointing_game"}])
     cfg["dataset"]["limit"] = 2
-    _batches, sites = find_syncs(cfg, tmp_path / "sync")
+    sites = find_syncs(cfg, tmp_path / "sync").sites
     assert sites and all(s.op == "__int__" and s.where.startswith("bench/engine.py") for s in sites)
 
 
@@ -203,8 +205,8 @@ def test_engine_loop_has_no_hidden_synchronisation_with_max_logit_classes(tmp_pa
     cfg = tiny_pipeline(root, metrics=[{"name": "energy_pointing_game"}])
     cfg["dataset"]["limit"] = 2
     cfg["models"][0]["class_map"] = "coco"
-    batches, sites = find_syncs(cfg, tmp_path / "sync")
-    assert batches == 1 and sites == []
+    check = find_syncs(cfg, tmp_path / "sync")
+    assert check.batches == 1 and check.sites == []
     rows = results.read_rows(tmp_path / "sync" / results.SCORES)
     assert rows and all(isinstance(r["output"], int) and 0 <= r["output"] < 1000 for r in rows)
 

@@ -116,22 +116,25 @@ def _progress_lines(run_dir: Path) -> int:
 
 def _kill_from_outside(config: Path, out: Path, after_batches: int) -> None:
     """Start the real CLI and SIGKILL it as soon as ``after_batches`` batches are durable."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench", "run", str(config), "--out", str(out), "--no-progress"],
-        cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 300
-    try:
-        while _progress_lines(out / NAME) < after_batches:
-            if proc.poll() is not None:
-                pytest.fail(f"run ended (rc {proc.returncode}) before it could be killed: {proc.stderr.read().decode()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("run made no progress in 300 s")
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-        proc.stderr.close()
+    log = out / "stderr.txt"  # a file, not a pipe: a full pipe would block the run
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench", "run", str(config), "--out", str(out), "--no-progress"],
+            cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=err,
+        )
+        deadline = time.monotonic() + 300
+        try:
+            while _progress_lines(out / NAME) < after_batches:
+                if proc.poll() is not None:
+                    pytest.fail(f"run ended (rc {proc.returncode}) before it could be killed: {log.read_text()[-2000:]}")
+                if time.monotonic() > deadline:
+                    pytest.fail("run made no progress in 300 s")
+                time.sleep(0.005)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
     assert proc.returncode == -signal.SIGKILL
 
 

@@ -190,3 +190,17 @@ def test_run_figures_draw_a_curve_instead_of_one_bar_panel_per_threshold(tmp_pat
     assert [f.name for f in figs] == ["bars", "curve_iou_threshold"] and notes == []
     bars = figures.bar_chart(lb, "all", [m for m in metrics if not m.startswith("iou@")])
     assert len([ax for ax in bars.axes if ax.get_visible()]) == 1
+
+
+def test_a_run_with_no_rows_still_writes_its_tables(tmp_path):
+    import json
+
+    from bench.report.write import write_tables
+
+    (tmp_path / "scores.jsonl").write_text("")
+    (tmp_path / "columns.json").write_text(json.dumps([{"label": "pointing_game", "name": "pointing_game", "higher_is_better": True, "aggregate": "class_mean", "requires": ["masks"], "params": {}}]))
+    written = write_tables(build(tmp_path), tmp_path)
+    names = {p.name for p in written}
+    assert {"leaderboard.txt", "leaderboard.md", "leaderboard.csv", "leaderboard.tex", "leaderboard.html", "report.html"} <= names
+    assert "no scored rows" in (tmp_path / "leaderboard.md").read_text()
+    assert not any(p.suffix == ".png" for p in written)

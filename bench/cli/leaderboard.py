@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from bench.report.leaderboard import build, render_text
+    from bench.report.leaderboard import build
+    from bench.report.render import render_text
 
     try:
         lb = build(Path(args.results_dir), confidence=args.confidence, seed=args.seed)

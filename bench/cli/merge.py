@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from bench.merge import MergeError, merge_shards
-    from bench.report.leaderboard import build, render_text
+    from bench.report.leaderboard import build
+    from bench.report.render import render_text
     from bench.report.write import write_tables
 
     try:

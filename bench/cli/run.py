@@ -65,7 +65,8 @@ def overrides_from(args: argparse.Namespace) -> dict:
 def main(args: argparse.Namespace) -> int:
     from bench.config import ConfigError, load_config
     from bench.engine import RunError, run_config
-    from bench.report.leaderboard import build, render_text
+    from bench.report.leaderboard import build
+    from bench.report.render import render_text
     from bench.report.write import write_tables
     from bench.sharding import ShardError, resolve_shard, shard_dir_name
 

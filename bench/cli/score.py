@@ -37,7 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="results", help="parent directory of the results (default: results)")
     p.add_argument("--name", help="results directory name (default: scored-<MAPS_DIR name>)")
     p.add_argument("--device", default="cpu", help="where metrics run: cpu, cuda, auto (default cpu)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="samples per batch (default: the run config's batch size, else 32)",
+    )
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--seed", type=int, help="bootstrap seed of the leaderboard (default: the config's, else 0)")
     p.set_defaults(func=main)
@@ -70,13 +74,13 @@ def parse_metric(text: str):
 
 
 def _from_config(path: Path):
-    """Dataset, metrics, seed and the (models, method labels) order of a run config."""
+    """Dataset, metrics, seed, batch size and the (models, method labels) order of a run config."""
     from bench.config import load_config
     from bench.methods import create_method
 
     cfg = load_config(path)
     methods = [m.label or create_method(m.name, **m.params).label for m in cfg.methods]
-    return cfg.dataset, list(cfg.metrics), cfg.seed, ([m.name for m in cfg.models], methods)
+    return cfg.dataset, list(cfg.metrics), cfg.seed, cfg.batch_size, ([m.name for m in cfg.models], methods)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -97,7 +101,7 @@ def main(args: argparse.Namespace) -> int:
                 print(f"using {config} for the dataset and metrics", file=sys.stderr)
                 break
     try:
-        dataset, metrics, seed, order = _from_config(config) if config else (None, [], 0, None)
+        dataset, metrics, seed, batch_size, order = _from_config(config) if config else (None, [], 0, 32, None)
         if args.dataset:
             dataset = Component(args.dataset, {})
         if dataset is None:
@@ -121,7 +125,7 @@ def main(args: argparse.Namespace) -> int:
             name=name,
             seed=seed,
             device=args.device,
-            batch_size=args.batch_size,
+            batch_size=args.batch_size or batch_size,
             num_workers=args.num_workers,
             order=order,
         )

@@ -123,6 +123,7 @@ def captum_method(class_name: str) -> type[AttributionMethod]:
         needs_grad = family != "perturbation"
         stochastic = class_name in _CAPTUM_STOCHASTIC
         choices = {"reduce": REDUCTIONS}
+        execution_params = frozenset({"internal_batch_size", "perturbations_per_eval", "nt_samples_batch_size"})
         description = (
             f"Captum {class_name} (captum {captum.__version__}); 4-D outputs reduced over "
             "channels by 'reduce'" + ("; 'feature_grid' = side of square feature cells" if "feature_grid" in defaults else "")

@@ -131,7 +131,8 @@ class ScoreCAM(CAMMethod):
       at the target; channels that are constant get weight 0.
 
     Masked inputs for all images and channels are batched together, ``internal_batch_size`` at a
-    time (one model input per image and channel: C forward passes per image)."""
+    time (one model input per image and channel: C forward passes per image, 1280 on
+    EfficientNet-Lite0's head)."""
 
     name = "scorecam"
     needs_grad = False
@@ -171,7 +172,8 @@ class EigenCAM(CAMMethod):
     """Muhammad & Yeasin 2020: the projection of the (spatially centred) activations on their
     first principal component. Class-agnostic: the target is ignored. The SVD's sign is
     arbitrary; we fix it so the map correlates positively with the channel-summed centred
-    activations (equivalently, the principal direction has a non-negative component sum)."""
+    activations (equivalently, the principal direction has a non-negative component sum).
+    On CUDA, ``torch.linalg.svd`` checks convergence on the host: one sync per batch."""
 
     name = "eigencam"
     needs_grad = False

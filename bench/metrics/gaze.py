@@ -9,7 +9,8 @@ differs. Shared conventions, pinned by tests/test_metrics_gaze.py:
   fixations on one pixel count once, as in MIT's binary fixation maps); ``densities`` float
   BxHxW. All at the same resolution: MIT's code resizes the map to the fixation map first, the
   engine does that before scoring. Pixel (row y, column x), 0-based.
-- Every value is computed in float64 (float32 on MPS) and returned one per sample.
+- Every value is computed in float64, as MIT's MATLAB code (float32 on MPS), and returned one
+  per sample.
 - NaN where undefined: no fixated pixel (MIT returns NaN too), every pixel fixated (no negative
   for AUC), an all-zero or NaN/Inf density, or a map holding NaN/Inf.
 - A constant map (all-zero included) prefers no location; it is the uniform prediction and
@@ -27,14 +28,13 @@ from bench.metrics.base import (
     TruthBatch,
     check_pair,
     constant_maps,
-    empty_masks,
     nan_where,
     nonfinite_maps,
     register_metric,
     require,
-    work_dtype,
+    exact_dtype,
 )
-from bench.metrics.ranking import RankedMaps, by_chunks
+from bench.metrics.ranking import by_chunks, count_true, positives_above_and_tied
 
 # MATLAB's eps (2^-52), the regulariser of MIT's KLdiv.m. pysaliency's MIT_KLDiv writes it as
 # 2.2204e-16, which differs only where the map is 0 on a pixel with positive density.
@@ -44,7 +44,7 @@ MATLAB_EPS = 2.0**-52
 def _flat_maps(maps: torch.Tensor):
     """Flat maps in the work dtype with NaN/Inf rows zeroed, and the B bool of those rows."""
     bad = nonfinite_maps(maps)
-    flat = maps.flatten(1).to(work_dtype(maps))
+    flat = maps.flatten(1).to(exact_dtype(maps))
     return torch.where(bad[:, None], torch.zeros_like(flat), flat), bad
 
 
@@ -71,7 +71,7 @@ def nss(maps: torch.Tensor, fixation_maps: torch.Tensor, *, ddof: int = 1) -> to
     check_pair(maps, fixation_maps, "fixation_maps")
     flat, bad = _flat_maps(maps)
     fix = fixation_maps.flatten(1)
-    n_fix = fix.sum(dim=1).to(flat.dtype)
+    n_fix = count_true(fix).to(flat.dtype)
     mean = flat.mean(dim=1)
     std = flat.std(dim=1, correction=ddof) if flat.shape[1] > ddof else torch.zeros_like(mean)
     at_fix = (flat * fix).sum(dim=1) / n_fix.clamp(min=1)
@@ -105,17 +105,15 @@ def auc_judd(maps: torch.Tensor, fixation_maps: torch.Tensor) -> torch.Tensor:
     def run(flat, fix):
         dt = flat.dtype
         p = fix.sum(dim=1, keepdim=True).to(dt)
-        negatives = (~fix).sum(dim=1).to(dt)
-        ranked = RankedMaps(flat, fix)
-        above = ranked.mask_above(flat).to(dt)
-        tied = ranked.mask_at_or_above(flat).to(dt) - above
+        negatives = count_true(~fix).to(dt)
+        above, tied = (c.to(dt) for c in positives_above_and_tied(flat, fix))
         pc = p.clamp(min=1)
         credit = (above + 0.5 + tied / 2) / pc
         credit = credit - torch.where(above + tied == p, 0.5 / (pc * (tied + 1)), torch.zeros_like(credit))
         return (credit * ~fix).sum(dim=1) / negatives.clamp(min=1)
 
     auc = by_chunks(run, (flat, fix), flat.shape[1])
-    n_fix = fix.sum(dim=1)
+    n_fix = count_true(fix)
     return nan_where(auc, bad | (n_fix == 0) | (n_fix == fix.shape[1]))
 
 
@@ -150,15 +148,13 @@ def shuffled_auc(
     dt = flat.dtype
     pos = fixation_maps.flatten(1)
     neg = other_fixation_maps.flatten(1)
-    n_pos = pos.sum(dim=1).to(dt)
-    n_neg = neg.sum(dim=1).to(dt)
+    n_pos = count_true(pos).to(dt)
+    n_neg = count_true(neg).to(dt)
     undefined = bad | (n_pos == 0) | (n_neg == 0)
     if step is None:
 
         def run(flat, pos, neg):
-            ranked = RankedMaps(flat, pos)
-            above = ranked.mask_above(flat).to(dt)
-            tied = ranked.mask_at_or_above(flat).to(dt) - above
+            above, tied = (c.to(dt) for c in positives_above_and_tied(flat, pos))
             return ((above + tied / 2) * neg).sum(dim=1)
 
         wins = by_chunks(run, (flat, pos, neg), flat.shape[1])
@@ -174,8 +170,8 @@ def shuffled_auc(
     fp = [torch.ones_like(n_neg)]
     for k in range(1, n_steps + 1):  # a loop over thresholds; every step is batched
         above = norm >= k * step
-        tp.append((above & pos).sum(dim=1).to(dt) / n_pos.clamp(min=1))
-        fp.append((above & neg).sum(dim=1).to(dt) / n_neg.clamp(min=1))
+        tp.append(count_true(above & pos).to(dt) / n_pos.clamp(min=1))
+        fp.append(count_true(above & neg).to(dt) / n_neg.clamp(min=1))
     zeros = torch.zeros_like(n_pos)
     tp = torch.stack([zeros, *reversed(tp), torch.ones_like(n_pos)], dim=1)
     fp = torch.stack([zeros, *reversed(fp), torch.ones_like(n_neg)], dim=1)

@@ -24,6 +24,7 @@ from bench.metrics.base import (
     work_dtype,
 )
 from bench.metrics.pointing import argmax_points
+from bench.metrics.ranking import count_true
 
 
 def _region(maps, object_masks, context_masks) -> torch.Tensor:
@@ -74,9 +75,9 @@ def density_ratio(maps: torch.Tensor, object_masks: torch.Tensor, context_masks:
     """
     region = _region(maps, object_masks, context_masks)
     dt = work_dtype(maps)
-    pos = positive_mass(maps).to(dt)
-    n_ctx = region.flatten(1).sum(dim=1).to(dt)
-    n_obj = object_masks.flatten(1).sum(dim=1).to(dt)
+    pos = positive_mass(maps.to(dt))
+    n_ctx = count_true(region.flatten(1)).to(dt)
+    n_obj = count_true(object_masks.flatten(1)).to(dt)
     mean_ctx = (pos * region).flatten(1).sum(dim=1) / n_ctx.clamp(min=1)
     mean_obj = (pos * object_masks).flatten(1).sum(dim=1) / n_obj.clamp(min=1)
     ratio = torch.where(mean_obj > 0, mean_ctx / torch.where(mean_obj > 0, mean_obj, 1.0), torch.inf)

@@ -32,19 +32,18 @@ from bench.metrics.base import (
     require,
     work_dtype,
 )
-from bench.metrics.ranking import RankedMaps, by_chunks
+from bench.metrics.ranking import SortedMaps, by_chunks, count_true, expected_top_n_hits
 
 
 def _prepared(maps: torch.Tensor, masks: torch.Tensor):
     """Flattened maps in the work dtype with NaN/Inf rows zeroed (their scores are NaN), flat
     masks, mask areas, and the B bool of undefined rows (empty mask or NaN/Inf map)."""
     check_pair(maps, masks)
-    dt = work_dtype(maps)
     bad = nonfinite_maps(maps)
-    flat = maps.flatten(1).to(dt)
+    flat = maps.flatten(1).to(work_dtype(maps))
     flat = torch.where(bad[:, None], torch.zeros_like(flat), flat)
     gt = masks.flatten(1)
-    area = gt.sum(dim=1)
+    area = count_true(gt)
     return flat, gt, area, bad | (area == 0)
 
 
@@ -64,9 +63,7 @@ def mass_accuracy(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 def _top_n_fraction(flat, gt, n, denom):
     def run(flat, gt, n, denom):
-        ranked = RankedMaps(flat, gt)
-        hits = ranked.expected_top_n_hits(n[:, None], flat.dtype)[:, 0]
-        return hits / denom.clamp(min=1).to(flat.dtype)
+        return expected_top_n_hits(flat, gt, n) / denom.clamp(min=1).to(flat.dtype)
 
     return by_chunks(run, (flat, gt, n, denom), flat.shape[1])
 
@@ -129,59 +126,60 @@ def iou_curve(
     ``mode="top_fraction"``: threshold q in [0, 1] keeps the round(q * H * W) highest pixels
     (round half to even, as ``torch.round``); ties at the cut enter in proportion, giving the
     IoU of the expected intersection.
-    NaN rows where the mask is empty or the map holds NaN/Inf.
+    NaN rows where the mask is empty or the map holds NaN/Inf. Cost: one pass per threshold
+    ("max_fraction"), 32 per threshold ("top_fraction").
     """
     flat, gt, area, undefined = _prepared(maps, masks)
-    th = torch.as_tensor(thresholds, dtype=flat.dtype, device=flat.device).flatten()
+    th = torch.as_tensor(thresholds, dtype=torch.float64).flatten()
     if th.numel() == 0 or not bool(((th >= 0) & (th <= 1)).all()):
         raise ValueError(f"thresholds must be a non-empty sequence in [0, 1], got {thresholds!r}")
     if mode not in ("max_fraction", "top_fraction"):
         raise ValueError(f'mode must be "max_fraction" or "top_fraction", got {mode!r}')
     n_pix = flat.shape[1]
-
-    def run(flat, gt, area):
-        dt = flat.dtype
-        if mode == "max_fraction":
-            values = torch.where(flat > 0, flat, torch.full_like(flat, -torch.inf))
-            ranked = RankedMaps(values, gt)
-            peak = flat.amax(dim=1, keepdim=True).clamp(min=0)
-            cut = th[None, :] * peak
-            # Non-positive pixels sit at -inf, below every cut t * peak >= 0.
-            count = ranked.count_at_or_above(cut).to(dt)
-            inter = ranked.mask_at_or_above(cut).to(dt)
-        else:
-            ranked = RankedMaps(flat, gt)
-            n = torch.round(th * n_pix).to(torch.int64)[None, :].expand(flat.shape[0], -1)
-            inter = ranked.expected_top_n_hits(n, dt)
-            count = n.to(dt)
-        union = area[:, None].to(dt) + count - inter
-        return inter / union.clamp(min=1)
-
-    curve = by_chunks(run, (flat, gt, area), n_pix)
+    dt = flat.dtype
+    area_f = area.to(dt)
+    columns = []
+    if mode == "max_fraction":
+        peak = flat.amax(dim=1, keepdim=True).clamp(min=0).double()
+        positive = flat > 0
+        for t in th.tolist():  # a loop over thresholds; each step is batched
+            cut = t * peak  # in float64; rounded up to the maps' dtype, >= stays exact
+            keep = positive & (flat >= (cut if dt == torch.float64 else _ceil_to(cut, dt)))
+            inter = count_true(keep & gt).to(dt)
+            columns.append(inter / (area_f + count_true(keep).to(dt) - inter).clamp(min=1))
+    else:
+        for q in th.tolist():
+            n = torch.full_like(area, int(round(q * n_pix)))
+            inter = by_chunks(lambda f, g, k: expected_top_n_hits(f, g, k), (flat, gt, n), n_pix)
+            columns.append(inter / (area_f + n.to(dt) - inter).clamp(min=1))
+    curve = torch.stack(columns, dim=1)
     return torch.where(undefined[:, None], torch.full_like(curve, float("nan")), curve)
+
+
+def _ceil_to(cut: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The smallest ``dtype`` value >= each float64 ``cut``, so that for ``dtype`` values v,
+    ``v >= result`` is exactly ``v >= cut``."""
+    low = cut.to(dtype)
+    return torch.where(low.double() < cut, torch.nextafter(low, torch.full_like(low, torch.inf)), low)
 
 
 def best_iou(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """The highest IoU between the mask and ``{value >= s}`` over every threshold s > 0: the
     supremum of :func:`iou_curve` ("max_fraction") over all t in (0, 1], computed exactly from
-    one sort. A cut never splits a group of equal values. In [0, 1]; 0 for a map with no
-    positive value; a constant positive map scores the mask's area fraction. NaN where the mask
-    is empty or the map holds NaN/Inf.
+    one sort of each map (the costliest metric here). A cut never splits a group of equal
+    values. In [0, 1]; 0 for a map with no positive value; a constant positive map scores the
+    mask's area fraction. NaN where the mask is empty or the map holds NaN/Inf.
     """
     flat, gt, area, undefined = _prepared(maps, masks)
 
     def run(flat, gt, area):
         dt = flat.dtype
-        values = torch.where(flat > 0, flat, torch.full_like(flat, -torch.inf))
-        ranked = RankedMaps(values, gt)
-        asc = ranked.values
-        n = asc.shape[1]
+        ranked = SortedMaps(flat, gt)
+        n = flat.shape[1]
         # Cut before ascending position j: the region is positions j..N-1, valid where the
-        # value there is positive and differs from the one before (a tie group is never split).
-        first_of_group = torch.ones_like(asc, dtype=torch.bool)
-        first_of_group[:, 1:] = asc[:, 1:] != asc[:, :-1]
-        valid = first_of_group & (asc > 0)
-        count = (n - torch.arange(n, device=asc.device, dtype=torch.int64)).to(dt)[None, :]
+        # value there is positive and starts a group of equal values.
+        valid = ranked.first & (ranked.values > 0)
+        count = (n - torch.arange(n, device=flat.device, dtype=torch.int64)).to(dt)[None, :]
         inter = ranked.suffix[:, :n].to(dt)
         iou = inter / (area[:, None].to(dt) + count - inter).clamp(min=1)
         iou = torch.where(valid, iou, torch.zeros_like(iou))

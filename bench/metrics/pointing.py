@@ -23,8 +23,8 @@ def argmax_points(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(y, x) of each map's maximum. Ties go to the first maximum in row-major order (smallest
     row, then smallest column), as ``torch.argmax`` documents."""
     b, h, w = maps.shape
-    flat = torch.nan_to_num(maps.flatten(1), nan=-math.inf)
-    idx = flat.argmax(dim=1)
+    # A map holding NaN is invalid (a miss) wherever its argmax lands, so NaN needs no care.
+    idx = maps.flatten(1).argmax(dim=1)
     return idx // w, idx % w
 
 
@@ -43,8 +43,11 @@ def pointing_game(maps: torch.Tensor, masks: torch.Tensor, tolerance: float = 15
     b, h, w = maps.shape
     r = max(0, math.ceil(tolerance) - 1)
     ys, xs = argmax_points(maps)
+    # The disk is built in float64 on the host (a few hundred entries): tolerance**2 must not
+    # be rounded to float32, or a point at distance just under the tolerance could miss.
+    host = torch.arange(-r, r + 1, dtype=torch.float64)
+    disk = ((host[:, None] ** 2 + host[None, :] ** 2) < tolerance**2).to(maps.device)
     off = torch.arange(-r, r + 1, device=maps.device)
-    disk = (off[:, None] ** 2 + off[None, :] ** 2).float() < tolerance**2  # (2r+1)^2
     rows = ys[:, None] + off[None, :]  # B x (2r+1)
     cols = xs[:, None] + off[None, :]
     inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
@@ -56,7 +59,7 @@ def pointing_game(maps: torch.Tensor, masks: torch.Tensor, tolerance: float = 15
 
 def energy_pointing_game(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Share of the map's positive energy inside the mask: sum(relu(m) * gt) / sum(relu(m)),
-    in [0, 1], summed in float64. The same number as ``mass_accuracy``.
+    in [0, 1]. The same number as ``mass_accuracy``.
 
     NaN where undefined: no positive mass (all-zero or all-negative map), a NaN/Inf map, or an
     empty mask. A constant positive map scores the mask's area fraction.

@@ -189,7 +189,7 @@ def bar_chart(lb: Leaderboard, subset: str = "all", metrics: list[str] | None = 
     methods = list(dict.fromkeys(cells.method))
     width = max(4.2, 0.55 * len(methods) * max(1, len(models)) + 1.5)
     # At most about 16 inches wide, so that the text stays legible when the page scales it.
-    ncols = max(1, min(3, len(metrics), int(16 // width)))
+    ncols = max(1, min(3, len(metrics), int(16.5 // width)))
     nrows = math.ceil(len(metrics) / ncols)
     fig = new_figure(max(7.0, width * ncols), 3.3 * nrows + 0.5)
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()

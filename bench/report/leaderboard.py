@@ -25,7 +25,7 @@ ID_COLUMNS = {"model", "method", "sample", "image_id", "target", "output", "diff
 @dataclass
 class Leaderboard:
     """``cells``: one row per (model, method, subset, metric) with estimate, low, high, n,
-    n_undefined, rank. ``facts``: per-model facts. ``skipped``: reason -> count."""
+    n_undefined, rank (rendered by :mod:`bench.report.render`). ``facts``: per-model facts. ``skipped``: reason -> count."""
 
     cells: pd.DataFrame
     metrics: dict[str, dict[str, Any]]
@@ -33,12 +33,6 @@ class Leaderboard:
     skipped: dict[str, int] = field(default_factory=dict)
     confidence: float = 0.95
     title: str = ""
-
-    def wide(self, subset: str = "all") -> pd.DataFrame:
-        """(model, method) x metric table of formatted cells for one subset."""
-        sub = self.cells[self.cells.subset == subset]
-        out = sub.pivot_table(index=["model", "method"], columns="metric", values="text", aggfunc="first", sort=False)
-        return out[[m for m in self.metrics if m in out.columns]]
 
 
 def load_results(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -72,7 +66,7 @@ def compute(
     """
     cells = []
     if df.empty:
-        return pd.DataFrame(columns=["model", "method", "subset", "metric", "estimate", "low", "high", "n", "n_undefined", "rank", "text"])
+        return pd.DataFrame(columns=["model", "method", "subset", "metric", "estimate", "low", "high", "n", "n_undefined", "rank"])
     method_order = list(dict.fromkeys(df["method"]))
     for model, mdf in df.groupby("model", sort=False):
         for metric, meta in columns.items():
@@ -116,7 +110,6 @@ def compute(
                         }
                     )
     out = pd.DataFrame(cells)
-    out["text"] = [_fmt_cell(r) for r in out.itertuples()]
     return out
 
 
@@ -136,15 +129,6 @@ def _ranks(sdf: pd.DataFrame, metric: str, meta: dict[str, Any], methods: list[s
         seed=seed,
     )
     return {r.name: r.rank for r in ranked}
-
-
-def _fmt_cell(r: Any) -> str:
-    if not math.isfinite(r.estimate):
-        return "n/a"
-    best = "*" if r.rank == 1 else ""
-    if math.isfinite(r.low) and math.isfinite(r.high):
-        return f"{r.estimate:.3f} [{r.low:.3f}, {r.high:.3f}]{best}"
-    return f"{r.estimate:.3f}{best}"
 
 
 def build(path: Path, *, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> Leaderboard:
@@ -180,24 +164,3 @@ def model_facts_lines(facts: dict[str, dict[str, Any]]) -> list[str]:
         if parts:
             lines.append(f"{model}: " + "; ".join(parts))
     return lines
-
-
-def render_text(lb: Leaderboard) -> str:
-    """The terminal table: one row per (model, method), one column per metric, then facts."""
-    conf = int(round(lb.confidence * 100))
-    out = [f"groundbench leaderboard: {lb.title}  (mean [{conf}% bootstrap CI]; * = best, ties by Wilcoxon p >= 0.05)"]
-    for subset in dict.fromkeys(lb.cells["subset"]) if not lb.cells.empty else []:
-        wide = lb.wide(subset)
-        n = lb.cells[lb.cells.subset == subset].groupby(["model", "method"], sort=False)["n"].max()
-        wide = wide.assign(n=n.reindex(wide.index).astype(int))
-        arrows = {m: ("↑" if lb.metrics[m].get("higher_is_better", True) else "↓") for m in wide.columns if m in lb.metrics}
-        wide.columns = [f"{c} {arrows[c]}" if c in arrows else c for c in wide.columns]
-        out.append(f"\n[{subset}]")
-        out.append(wide.reset_index().to_string(index=False))
-    facts = model_facts_lines(lb.facts)
-    if facts:
-        out.append("\nmodels:")
-        out.extend(f"  {line}" for line in facts)
-    if lb.skipped:
-        out.append("\nnot scored: " + ", ".join(f"{n} × {reason}" for reason, n in sorted(lb.skipped.items())))
-    return "\n".join(out) + "\n"

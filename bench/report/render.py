@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import html
 import io
-import keyword
 import re
 import math
 from dataclasses import dataclass
@@ -91,16 +90,16 @@ def mark(cells: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _cell(r: Any) -> Cell:
+def _cell(r: dict[str, Any]) -> Cell:
     return Cell(
-        float(r.estimate),
-        float(r.low),
-        float(r.high),
-        int(r.n),
-        int(r.n_undefined),
-        float(r.rank),
-        bool(r.best),
-        bool(r.tied),
+        float(r["estimate"]),
+        float(r["low"]),
+        float(r["high"]),
+        int(r["n"]),
+        int(r["n_undefined"]),
+        float(r["rank"]),
+        bool(r["best"]),
+        bool(r["tied"]),
     )
 
 
@@ -108,19 +107,10 @@ def make_table(cells: pd.DataFrame, keys: list[str], metrics: list[str], *, anch
     """Pivot marked cells into rows keyed by ``keys`` (in first-seen order)."""
     cells = cells if "best" in cells.columns else mark(cells)
     rows: dict[tuple[str, ...], dict[str, Cell]] = {}
-    attrs = [_attr(cells, k) for k in keys]
-    for r in cells.itertuples(index=False):
-        key = tuple(str(getattr(r, a)) for a in attrs)
-        rows.setdefault(key, {})[r.metric] = _cell(r)
+    for r in cells.to_dict("records"):
+        rows.setdefault(tuple(str(r[k]) for k in keys), {})[r["metric"]] = _cell(r)
     present = [m for m in metrics if any(m in row for row in rows.values())]
     return Table(anchor, title, list(keys), present, list(rows.items()), per_class)
-
-
-def _attr(cells: pd.DataFrame, column: str) -> str:
-    # itertuples renames columns that are not identifiers (``class`` is a keyword) to _<pos>.
-    if column.isidentifier() and not keyword.iskeyword(column) and not column.startswith("_"):
-        return column
-    return f"_{list(cells.columns).index(column)}"
 
 
 def leaderboard_tables(lb: Leaderboard, by_class: pd.DataFrame | None = None) -> list[Table]:

@@ -65,20 +65,24 @@ def write_figures(figs: list, notes: list[str], out: Path) -> list[Path]:
     return written
 
 
-def write_tables(lb: Leaderboard, out: Path) -> list[Path]:
+def write_tables(lb: Leaderboard, out: Path, *, figures: bool = True) -> list[Path]:
     """Write every table format, the figures and ``report.html`` into the results directory
-    ``out`` (see the module doc). Returns the files written."""
-    from bench.report.breakdown import load_class_cells
+    ``out`` (see the module doc). Returns the files written. ``figures=False`` skips the
+    figures (a few seconds: the overlays load the models) and writes a report without them."""
+    from bench.report.breakdown import class_cells, run_seed
     from bench.report.figures import run_figures
     from bench.report.html import RunReport, render_report
+    from bench.report.leaderboard import load_results
 
     out = Path(out)
-    by_class = load_class_cells(out, confidence=lb.confidence)
+    rows, columns = load_results(out)  # read once, for the breakdown and the overlays
+    by_class = class_cells(rows, columns, confidence=lb.confidence, seed=run_seed(out))
     written = write_table_files(lb, out, by_class)
-    figs, notes = run_figures(lb, out, by_class)
+    figs, notes = run_figures(lb, out, by_class, rows) if figures else ([], [])
     for note in notes:
         print(f"warning: figure {note}", file=sys.stderr)
-    written += write_figures(figs, notes, out)
+    if figures:
+        written += write_figures(figs, notes, out)
     run = RunReport.from_parts(out, lb, by_class, figs, notes)
     path = out / "report.html"
     results.write_text(path, render_report([run], title=f"groundbench report: {lb.title}"))

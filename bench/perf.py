@@ -450,6 +450,31 @@ def measure_limit(bundle, method_name: str, params: dict[str, Any], batch_size: 
     return batch_size * iters / (time.perf_counter() - t0)
 
 
+def measure_method(bundle, method_name: str, params: dict[str, Any], batch_size: int, device: torch.device,
+                   *, autocast: str = "none", iters: int = 3, seed: int = 0) -> float:
+    """Images/s of the attribution method itself (its model passes plus its own work: hooks,
+    channel weighting, RISE's masks) on inputs already on the device; no data, no metrics."""
+    from bench.methods import create_method
+
+    model = bundle.module.to(device).to(memory_format=torch.channels_last)
+    h, w = bundle.preprocess.size if hasattr(bundle.preprocess, "size") else (224, 224)
+    g = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(batch_size, 3, h, w, generator=g).to(device).contiguous(memory_format=torch.channels_last)
+    targets = torch.randint(0, int(bundle.info.get("num_outputs", 1000)), (batch_size,), generator=g).to(device)
+    method = create_method(method_name, **params).with_model_defaults(bundle.target_layer)
+    seeds = list(range(batch_size))
+    ctx = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if autocast == "bf16" else contextlib.nullcontext
+    with ctx():
+        method(model, inputs, targets, seeds=seeds)
+    synchronize(device)
+    t0 = time.perf_counter()
+    with ctx():
+        for _ in range(iters):
+            method(model, inputs, targets, seeds=seeds)
+    synchronize(device)
+    return batch_size * iters / (time.perf_counter() - t0)
+
+
 # -- the pipeline: the real engine from JPEG files to score rows -----------------------------------------
 
 
@@ -523,15 +548,16 @@ def measure_pipeline(cfg_data: dict[str, Any], out_dir: Path, device: torch.devi
 # -- memory: flat in the number of samples ---------------------------------------------------------------
 
 
-def harbor_memory_config(n: int, quick: bool) -> dict[str, Any]:
-    """The harbor suite with ``n`` test scenes (``quick``: one model, Grad-CAM only)."""
+def harbor_memory_config(n: int, quick: bool, device: str = "cpu") -> dict[str, Any]:
+    """The harbor suite with ``n`` test scenes on ``device`` (``quick``: one model, Grad-CAM
+    only)."""
     import tomllib
 
     from bench.cli.run import default_config_path
 
     data = tomllib.loads(default_config_path().read_text())
     data["dataset"]["n"] = n
-    data["device"] = "cpu"
+    data["device"] = device
     if quick:
         data["models"] = data["models"][:1]
         data["methods"] = [m for m in data["methods"] if m["name"] == "gradcam"]
@@ -539,7 +565,7 @@ def harbor_memory_config(n: int, quick: bool) -> dict[str, Any]:
 
 
 def peak_rss_mb(cfg_data: dict[str, Any], out_dir: Path, *, threads: int | None = None, timeout: float = 3600) -> float:
-    """Peak resident memory (MiB, ``ru_maxrss``) of a fresh process that runs ``cfg_data``.
+    """Peak resident memory (MiB, :func:`own_peak_rss_mb`) of a fresh process that runs ``cfg_data``.
     A subprocess, so that each size starts from the same baseline."""
     env = dict(os.environ)
     if threads:
@@ -560,9 +586,20 @@ def _rss_probe(cfg_json: str, out_dir: str) -> None:
     from bench.engine import run_config
 
     summary = run_config(parse_config(json.loads(cfg_json)), out_dir=Path(out_dir), progress=False)
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    scale = 1 / 1024 / 1024 if sys.platform == "darwin" else 1 / 1024  # bytes on macOS
-    print(json.dumps({"peak_rss_mb": kb * scale, "rows": summary.rows_written}))
+    print(json.dumps({"peak_rss_mb": own_peak_rss_mb(), "rows": summary.rows_written}))
+
+
+def own_peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB. On Linux ``VmHWM`` (the high-water mark of
+    this program's own memory): ``ru_maxrss`` would not do in a subprocess, since Linux carries
+    the parent's peak over ``fork`` and ``exec``. Elsewhere ``ru_maxrss``."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss / 1024 / 1024 if sys.platform == "darwin" else maxrss / 1024  # bytes on macOS
 
 
 # -- metrics against Quantus ----------------------------------------------------------------------------
@@ -610,6 +647,7 @@ class Row:
     method: str
     batch_size: int
     limit: float
+    method_only: float
     pipeline: float
     ratio: float
     stages: dict[str, float]
@@ -712,12 +750,13 @@ def run_benchmark(opts: PerfOptions, log: Callable[[str], None] = print) -> Perf
                 for bs in opts.batch_sizes:
                     n = bs * (opts.batches + 1)
                     limit = measure_limit(bundle, method, params, bs, device, autocast=opts.autocast, iters=opts.batches)
+                    alone = measure_method(bundle, method, params, bs, device, autocast=opts.autocast, iters=opts.batches)
                     cfg = pipeline_config(model, entry, data_root, n, bs, str(device), workers, opts.autocast)
                     pipe = measure_pipeline(cfg, work / "run", device, sync_stages=False)
                     stages = pipe.stage_shares
                     if device.type != "cpu":  # a second pass, synchronised per stage, for the shares
                         stages = measure_pipeline(cfg, work / "run", device, sync_stages=True).stage_shares
-                    row = Row(model, method, bs, limit, pipe.images_per_s, pipe.images_per_s / limit, stages, pipe.images)
+                    row = Row(model, method, bs, limit, alone, pipe.images_per_s, pipe.images_per_s / limit, stages, pipe.images)
                     report.rows.append(row)
                     log(format_row(row))
             del bundle
@@ -726,8 +765,8 @@ def run_benchmark(opts: PerfOptions, log: Callable[[str], None] = print) -> Perf
         if opts.memory:
             small, large = opts.memory_sizes
             log(f"peak resident memory: harbor runs of {small} and {large} samples (subprocesses) ...")
-            a = peak_rss_mb(harbor_memory_config(small, opts.memory_quick), work / "mem-small", threads=opts.threads)
-            b = peak_rss_mb(harbor_memory_config(large, opts.memory_quick), work / "mem-large", threads=opts.threads)
+            a = peak_rss_mb(harbor_memory_config(small, opts.memory_quick, str(device)), work / "mem-small", threads=opts.threads)
+            b = peak_rss_mb(harbor_memory_config(large, opts.memory_quick, str(device)), work / "mem-large", threads=opts.threads)
             report.memory = {"samples": [small, large], "peak_rss_mb": [a, b], "growth": b / a - 1,
                              "suite": "harbor (1 model, Grad-CAM)" if opts.memory_quick else "harbor default suite"}
             log(f"  {small}: {a:.0f} MiB, {large}: {b:.0f} MiB ({(b / a - 1) * 100:+.1f}%)")
@@ -773,15 +812,16 @@ SHORT = {"load": "load", "prepare": "prep", "resolve": "resolve", "attribute": "
 
 def format_row(r: Row) -> str:
     shares = " ".join(f"{r.stages.get(s, 0.0) * 100:6.1f}" for s in STAGES)
-    return f"{r.model:13s} {r.method:8s} {r.batch_size:5d} {r.limit:9.1f} {r.pipeline:9.1f} {r.ratio:6.2f}  {shares}"
+    return f"{r.model:13s} {r.method:8s} {r.batch_size:5d} {r.limit:8.2f} {r.method_only:8.2f} {r.pipeline:8.2f} {r.ratio:6.2f}  {shares}"
 
 
 def render(report: PerfReport) -> str:
     lines = [f"groundbench perf — {report.device}; torch {report.environment['torch']}",
              "settings: " + ", ".join(f"{k}={v}" for k, v in report.settings.items()),
              "",
-             "images/s (steady state); ratio = pipeline / limit; stage shares in % of pipeline time",
-             f"{'model':13s} {'method':8s} {'batch':>5s} {'limit':>9s} {'pipeline':>9s} {'ratio':>6s}  "
+             "images/s (steady state): limit = the method's model passes alone; method = the method call alone;",
+             "pipeline = JPEG files to score rows through the engine; ratio = pipeline / limit; stage shares in % of pipeline time",
+             f"{'model':13s} {'method':8s} {'batch':>5s} {'limit':>8s} {'method':>8s} {'pipeline':>8s} {'ratio':>6s}  "
              + " ".join(f"{SHORT[s]:>6s}" for s in STAGES)]
     lines += [format_row(r) for r in report.rows]
     lines += [f"note: {n}" for n in report.notes]

@@ -85,7 +85,10 @@ def collect(config: dict[str, Any], device: torch.device, manifest: dict | None)
     import json
 
     identity = {
-        "config_sha256": sha256_text(json.dumps(config, sort_keys=True, default=str)),
+        # Where the results are written does not change what they are.
+        "config_sha256": sha256_text(
+            json.dumps({k: v for k, v in config.items() if k != "output_dir"}, sort_keys=True, default=str)
+        ),
         "manifest_sha256": sha256_text(json.dumps(manifest, sort_keys=True, default=str)) if manifest else None,
         "seed": config.get("seed"),
         "packages": package_versions(),

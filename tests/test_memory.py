@@ -1,7 +1,8 @@
 """Memory stays flat as the dataset grows: maps are scored and dropped, never accumulated.
 
 Two fresh processes run the harbor suite (one model, Grad-CAM and all three suite metrics) on
-200 and on 2,000 scenes; their peak resident memory (``ru_maxrss``) must differ by less than
+200 and on 2,000 scenes; their peak resident memory (``VmHWM``, see
+:func:`bench.perf.own_peak_rss_mb`) must differ by less than
 10%. ``groundbench perf`` prints the same comparison for 500 and 5,000 scenes of the full suite.
 """
 

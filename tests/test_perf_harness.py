@@ -21,6 +21,7 @@ from bench.perf import (
     SyncDetector,
     find_syncs,
     measure_limit,
+    measure_method,
     measure_pipeline,
     model_passes,
     perf_classes,
@@ -125,12 +126,18 @@ def test_model_passes_are_what_each_method_needs():
         model_passes("occlusion", {}, model, None, x, t)
 
 
-def test_measure_limit_reports_images_per_second():
+def test_limit_and_method_rates_are_images_per_second(monkeypatch):
+    from bench import perf
     from bench.models import load_model
 
     bundle = load_model("python:bench.perf:resnet50", target_layer="layer4", class_map="imagenet", input_size=32)
-    rate = measure_limit(bundle, "gradcam", {}, 2, torch.device("cpu"), iters=1)
-    assert rate > 0 and math.isfinite(rate)
+    for measure in (measure_limit, measure_method):
+        rate = measure(bundle, "gradcam", {}, 2, torch.device("cpu"), iters=1)
+        assert rate > 0 and math.isfinite(rate)
+    # images/s = batch x iterations / seconds: with a clock that advances 1 s per reading pair
+    ticks = iter([10.0, 14.0])
+    monkeypatch.setattr(perf.time, "perf_counter", lambda: next(ticks))
+    assert measure_limit(bundle, "gradcam", {}, 2, torch.device("cpu"), iters=3) == pytest.approx(2 * 3 / 4.0)
 
 
 def test_pipeline_runs_the_engine_and_times_every_stage(folder, tmp_path):
@@ -213,12 +220,12 @@ def test_engine_loop_has_no_hidden_synchronisation_with_max_logit_classes(tmp_pa
 
 def test_render_and_json_hold_every_measurement():
     report = PerfReport(device="CPU: test", environment={"torch": torch.__version__}, settings={"workers": 2})
-    report.rows.append(Row("resnet50", "gradcam", 16, 10.0, 8.0, 0.8, {"attribute": 0.7, "metrics": 0.1}, 32))
+    report.rows.append(Row("resnet50", "gradcam", 16, 10.0, 9.5, 8.0, 0.8, {"attribute": 0.7, "metrics": 0.1}, 32))
     report.memory = {"samples": [200, 2000], "peak_rss_mb": [400.0, 410.0], "growth": 0.025, "suite": "harbor"}
     report.metrics = [{"metric": "pointing_game", "groundbench_ms": 0.1, "quantus_ms": 5.0, "speedup": 50.0},
                       {"metric": "iou", "groundbench_ms": 0.2, "quantus_ms": math.nan, "speedup": math.nan}]
     text = render(report)
-    assert "resnet50" in text and "0.80" in text and "70.0" in text
+    assert "resnet50" in text and "0.80" in text and "70.0" in text and "9.50" in text
     assert "200 samples 400 MiB" in text and "+2.5%" in text
     assert "50.0x" in text
     assert len(STAGES) == 9

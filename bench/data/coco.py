@@ -53,6 +53,30 @@ from bench.data.sample import Sample, Target
 CROWD_POLICIES = ("include", "exclude")
 
 
+def _check_polygons(ann: dict, polys: list[list], h: int, w: int) -> None:
+    """Refuse vertices far outside the image (or not finite): pycocotools rasterises a polygon
+    by walking its edges pixel by pixel, so a vertex at 1e8 px exhausts memory or crashes the
+    process instead of raising. Real annotations stray a few pixels at most; anything beyond one
+    image size outside the frame is a broken file."""
+    margin = max(h, w)
+    for poly in polys:
+        xy = np.asarray(poly, dtype=np.float64)
+        xs, ys = xy[0::2], xy[1::2]
+        ok = (
+            np.isfinite(xy).all()
+            and xs.min() >= -margin
+            and xs.max() <= w + margin
+            and ys.min() >= -margin
+            and ys.max() <= h + margin
+        )
+        if not ok:
+            raise DatasetFormatError(
+                f"annotation {ann.get('id')}: polygon vertex outside the image frame "
+                f"(x in [{xs.min():g}, {xs.max():g}], y in [{ys.min():g}, {ys.max():g}] for a "
+                f"{w}x{h} image)"
+            )
+
+
 def decode_segmentation(ann: dict, h: int, w: int) -> np.ndarray:
     """bool HxW mask of one COCO annotation (polygons, uncompressed or compressed RLE), with the
     box fallback described in the module docstring."""
@@ -60,6 +84,7 @@ def decode_segmentation(ann: dict, h: int, w: int) -> np.ndarray:
     rle = None
     if isinstance(seg, list):
         polys = [p for p in seg if isinstance(p, list) and len(p) >= 6]
+        _check_polygons(ann, polys, h, w)
         if polys:
             rle = mask_utils.merge(mask_utils.frPyObjects(polys, h, w))
     elif isinstance(seg, dict) and "counts" in seg:

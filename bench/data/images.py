@@ -23,6 +23,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+# Decompression-bomb limit, checked on the header before any pixel is decoded. Pillow only
+# warns between its own limit and twice that, and a 100-megapixel image is 1.2 GB as float32.
+MAX_PIXELS = 89_478_485  # Pillow's Image.MAX_IMAGE_PIXELS default
 
 
 class ImageDecodeError(OSError):
@@ -55,6 +58,12 @@ def load_image(path: str | Path) -> torch.Tensor:
         raise ImageDecodeError(f"{path}: image file not found")
     try:
         with Image.open(path) as img:
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                raise ImageDecodeError(
+                    f"{path}: {w}x{h} = {w * h} pixels is over the decompression-bomb limit "
+                    f"of {MAX_PIXELS} pixels; refusing to decode it"
+                )
             img.load()
             arr = _to_rgb_array(img, path)
     except ImageDecodeError:

@@ -249,6 +249,19 @@ def write_image_folder(root: Path, n: int, *, size: tuple[int, int] = (480, 640)
     return root
 
 
+def targets_per_image(root: Path, first: int, last: int, split: str = "perf") -> float:
+    """Mean number of targets (distinct classes) of images ``first`` .. ``last - 1`` of the
+    folder: the engine attributes one (image, target) pair per target, so the model passes a
+    pipeline image needs are this many times those of one input."""
+    data = json.loads((Path(root) / "annotations" / f"instances_{split}.json").read_text())
+    ids = [img["id"] for img in data["images"][first:last]]
+    classes: dict[int, set[int]] = {i: set() for i in ids}
+    for ann in data["annotations"]:
+        if ann["image_id"] in classes:
+            classes[ann["image_id"]].add(ann["category_id"])
+    return sum(len(c) for c in classes.values()) / max(1, len(ids))
+
+
 # -- host synchronisations, found on any device ------------------------------------------------------
 
 # Reading a tensor's values on the host: on an accelerator each waits for the device's queue.
@@ -527,11 +540,15 @@ def measure_pipeline(cfg_data: dict[str, Any], out_dir: Path, device: torch.devi
     cfg = parse_config(cfg_data)
     timer = StageTimer(device, sync=sync_stages)
     stamps: list[float] = []
+    totals: dict[str, float] = {}
 
     def on_batch(batch_no: int) -> None:
         stamps.append(time.perf_counter())
         if batch_no == 0:
             timer.reset()  # stage times over the same batches as the rate
+        # What follows the last batch (the loader's shutdown) is outside the rate: stop here.
+        totals.clear()
+        totals.update(timer.totals)
 
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -542,7 +559,8 @@ def measure_pipeline(cfg_data: dict[str, Any], out_dir: Path, device: torch.devi
         raise ValueError(f"perf: need at least 2 batches for a steady-state rate, got {len(stamps)} ({n} images at batch {bs})")
     steady_images = n - min(bs, n)
     wall = stamps[-1] - stamps[0]
-    return PipelineResult(steady_images / wall, steady_images, len(stamps) - 1, timer.shares(wall), summary.rows_written)
+    shares = {k: v / wall for k, v in totals.items()}
+    return PipelineResult(steady_images / wall, steady_images, len(stamps) - 1, shares, summary.rows_written)
 
 
 # -- memory: flat in the number of samples ---------------------------------------------------------------
@@ -550,7 +568,8 @@ def measure_pipeline(cfg_data: dict[str, Any], out_dir: Path, device: torch.devi
 
 def harbor_memory_config(n: int, quick: bool, device: str = "cpu") -> dict[str, Any]:
     """The harbor suite with ``n`` test scenes on ``device`` (``quick``: one model, Grad-CAM
-    only)."""
+    only, batches of 16 so that a small run has enough batches for the allocator's high-water
+    mark to settle)."""
     import tomllib
 
     from bench.cli.run import default_config_path
@@ -559,6 +578,7 @@ def harbor_memory_config(n: int, quick: bool, device: str = "cpu") -> dict[str, 
     data["dataset"]["n"] = n
     data["device"] = device
     if quick:
+        data["batch_size"] = 16
         data["models"] = data["models"][:1]
         data["methods"] = [m for m in data["methods"] if m["name"] == "gradcam"]
     return data
@@ -652,6 +672,7 @@ class Row:
     ratio: float
     stages: dict[str, float]
     images: int
+    targets_per_image: float = 1.0
 
 
 @dataclass
@@ -749,14 +770,18 @@ def run_benchmark(opts: PerfOptions, log: Callable[[str], None] = print) -> Perf
                 params = {k: v for k, v in entry.items() if k != "name"}
                 for bs in opts.batch_sizes:
                     n = bs * (opts.batches + 1)
-                    limit = measure_limit(bundle, method, params, bs, device, autocast=opts.autocast, iters=opts.batches)
-                    alone = measure_method(bundle, method, params, bs, device, autocast=opts.autocast, iters=opts.batches)
+                    # The engine attributes every (image, target) pair: a batch of bs images is
+                    # about bs * k model inputs. The limit runs the same number, per image.
+                    k = targets_per_image(data_root, bs, n)
+                    jobs = max(1, round(bs * k))
+                    limit = measure_limit(bundle, method, params, jobs, device, autocast=opts.autocast, iters=opts.batches) / k
+                    alone = measure_method(bundle, method, params, jobs, device, autocast=opts.autocast, iters=opts.batches) / k
                     cfg = pipeline_config(model, entry, data_root, n, bs, str(device), workers, opts.autocast)
                     pipe = measure_pipeline(cfg, work / "run", device, sync_stages=False)
                     stages = pipe.stage_shares
                     if device.type != "cpu":  # a second pass, synchronised per stage, for the shares
                         stages = measure_pipeline(cfg, work / "run", device, sync_stages=True).stage_shares
-                    row = Row(model, method, bs, limit, alone, pipe.images_per_s, pipe.images_per_s / limit, stages, pipe.images)
+                    row = Row(model, method, bs, limit, alone, pipe.images_per_s, pipe.images_per_s / limit, stages, pipe.images, k)
                     report.rows.append(row)
                     log(format_row(row))
             del bundle
@@ -768,7 +793,7 @@ def run_benchmark(opts: PerfOptions, log: Callable[[str], None] = print) -> Perf
             a = peak_rss_mb(harbor_memory_config(small, opts.memory_quick, str(device)), work / "mem-small", threads=opts.threads)
             b = peak_rss_mb(harbor_memory_config(large, opts.memory_quick, str(device)), work / "mem-large", threads=opts.threads)
             report.memory = {"samples": [small, large], "peak_rss_mb": [a, b], "growth": b / a - 1,
-                             "suite": "harbor (1 model, Grad-CAM)" if opts.memory_quick else "harbor default suite"}
+                             "suite": "harbor (1 model, Grad-CAM, batch 16)" if opts.memory_quick else "harbor default suite"}
             log(f"  {small}: {a:.0f} MiB, {large}: {b:.0f} MiB ({(b / a - 1) * 100:+.1f}%)")
         if opts.quantus:
             log(f"metric cost per sample vs Quantus ({opts.metrics_batch} maps, 640x480) ...")
@@ -812,16 +837,18 @@ SHORT = {"load": "load", "prepare": "prep", "resolve": "resolve", "attribute": "
 
 def format_row(r: Row) -> str:
     shares = " ".join(f"{r.stages.get(s, 0.0) * 100:6.1f}" for s in STAGES)
-    return f"{r.model:13s} {r.method:8s} {r.batch_size:5d} {r.limit:8.2f} {r.method_only:8.2f} {r.pipeline:8.2f} {r.ratio:6.2f}  {shares}"
+    return (f"{r.model:13s} {r.method:8s} {r.batch_size:5d} {r.targets_per_image:5.2f} {r.limit:8.2f} {r.method_only:8.2f} "
+            f"{r.pipeline:8.2f} {r.ratio:6.2f}  {shares}")
 
 
 def render(report: PerfReport) -> str:
     lines = [f"groundbench perf — {report.device}; torch {report.environment['torch']}",
              "settings: " + ", ".join(f"{k}={v}" for k, v in report.settings.items()),
              "",
-             "images/s (steady state): limit = the method's model passes alone; method = the method call alone;",
-             "pipeline = JPEG files to score rows through the engine; ratio = pipeline / limit; stage shares in % of pipeline time",
-             f"{'model':13s} {'method':8s} {'batch':>5s} {'limit':>8s} {'method':>8s} {'pipeline':>8s} {'ratio':>6s}  "
+             "images/s (steady state): limit = the method's model passes alone; method = the method call alone (both for",
+             "the same (image, target) pairs as the pipeline: tgt/img of them per image); pipeline = JPEG files to score",
+             "rows through the engine; ratio = pipeline / limit; stage shares in % of pipeline time",
+             f"{'model':13s} {'method':8s} {'batch':>5s} {'tgt/i':>5s} {'limit':>8s} {'method':>8s} {'pipeline':>8s} {'ratio':>6s}  "
              + " ".join(f"{SHORT[s]:>6s}" for s in STAGES)]
     lines += [format_row(r) for r in report.rows]
     lines += [f"note: {n}" for n in report.notes]

@@ -42,7 +42,7 @@ class HarborNet(nn.Module):
     """A small CNN with a global-average-pool + linear head (so CAM applies); the last conv
     block's output (``features``) is at 1/8 of the input resolution (12x12 for 96x96 scenes)."""
 
-    def __init__(self, n_classes: int = len(CLASSES), width: int = 32):
+    def __init__(self, n_classes: int = len(CLASSES), width: int = 16):
         super().__init__()
 
         def block(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
@@ -75,7 +75,9 @@ class TrainConfig:
     epochs: int = 4
     batch_size: int = 64
     lr: float = 3e-3
-    width: int = 32
+    # 16 channels in the first block: 4x fewer multiply-adds than 32 for the perturbation
+    # methods' thousands of forwards, at a clean accuracy still above 0.9 for both variants.
+    width: int = 16
     n_eval: int = 600
 
     def key(self) -> str:

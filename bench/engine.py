@@ -181,6 +181,16 @@ def _check_same_code(out: Path, prov: dict[str, Any]) -> None:
         )
 
 
+def _check_same_config(cfg: RunConfig, out: Path) -> None:
+    previous = out / "config.json"
+    resolved = json.loads(json.dumps(cfg.to_dict(), sort_keys=True))
+    if previous.exists() and not _same_run_config(json.loads(previous.read_text()), resolved):
+        raise RunError(
+            f"{out} holds results of a different config ({previous}); "
+            "a resumed run must use the same config (only num_workers and output_dir may change)"
+        )
+
+
 def _prepare_out_dir(cfg: RunConfig, out: Path, resume: bool) -> dict[str, set[int]]:
     config_file = out / results.CONFIG
     resolved = json.dumps(cfg.to_dict(), sort_keys=True)
@@ -188,11 +198,7 @@ def _prepare_out_dir(cfg: RunConfig, out: Path, resume: bool) -> dict[str, set[i
         previous = out / "config.json"
         if not resume:
             raise RunError(f"{out} already holds results; use --resume to continue, or another run name / --out")
-        if previous.exists() and not _same_run_config(json.loads(previous.read_text()), json.loads(resolved)):
-            raise RunError(
-                f"{out} holds results of a different config ({previous}); "
-                "a resumed run must use the same config (only num_workers and output_dir may change)"
-            )
+        _check_same_config(cfg, out)
         done = _load_progress(out)
         _drop_unfinished(out / results.SCORES, done)
         _drop_unfinished(out / results.SKIPPED, done)
@@ -244,6 +250,8 @@ def run_config(
     prov["dataset_size"] = len(dataset)  # lets `groundbench merge` check that shards cover it
     resuming = (out / results.SCORES).exists()
     if resuming and resume:
+        # The config first: a different config is the likelier mistake and the clearer message.
+        _check_same_config(cfg, out)
         _check_same_code(out, prov)
     done = _prepare_out_dir(cfg, out, resume)
     summary = RunSummary(out_dir=out, resumed_samples=sum(len(v) for v in done.values()))

@@ -82,7 +82,9 @@ def load_model(spec: str, *, seed: int = 0, **params: Any) -> ModelBundle:
     try:
         bundle = MODEL_ADAPTERS.get(prefix)(rest, seed=seed, **params)
     except TypeError as exc:
-        # An unknown or mistyped parameter from a config: say which model it was for.
+        if "keyword argument" not in str(exc):
+            raise
+        # An unknown parameter from a config: say which model it was for.
         raise ValueError(f"model {spec!r}: bad parameters {sorted(params)}: {exc}") from exc
     bundle.module.eval()
     return bundle

@@ -33,9 +33,10 @@ from bench.report.stats import paired_test
 
 # bf16 keeps 8 mantissa bits: a map moves by ~1e-2 relative. Energy ratios move by < 1e-3 on
 # the suite. The pointing game scores the argmax alone, and a vanilla gradient map has many
-# near-equal peaks, so a few hits flip: 0.595 -> 0.629 here. Beyond these, something else changed.
-MAX_ESTIMATE_SHIFT = {"pointing_game": 0.06}
-MAX_CONTINUOUS_SHIFT = 0.005
+# near-equal peaks, so a few hits flip: 0.595 -> 0.629 here. Bounds keep a margin for other CPUs
+# (bf16 kernels differ by instruction set); beyond them, something else changed.
+MAX_ESTIMATE_SHIFT = {"pointing_game": 0.08}
+MAX_CONTINUOUS_SHIFT = 0.01
 # An fp32 comparison this decisive (Wilcoxon p) must keep its order and significance under bf16.
 DECISIVE = 0.001
 ALPHA = 0.05

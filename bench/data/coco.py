@@ -106,6 +106,57 @@ def decode_segmentation(ann: dict, h: int, w: int) -> np.ndarray:
         return mask_utils.decode(rle).astype(bool)
 
 
+def open_coco_root(root: str | Path, crowd: str, what: str) -> Path:
+    """The checked root directory of a COCO-style dataset; ``what`` names it in errors."""
+    if crowd not in CROWD_POLICIES:
+        raise ValueError(f"crowd must be one of {CROWD_POLICIES}, got {crowd!r}")
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: {what} root directory not found")
+    return path
+
+
+def read_coco_json(path: Path, what: str) -> dict:
+    """A COCO-format annotation file, checked to hold the three lists every COCO file has."""
+    data = read_json(path)
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise DatasetFormatError(f"{path}: no {key!r} list (not {what})")
+    return data
+
+
+def class_target(
+    label: str,
+    parts: list[tuple[np.ndarray, dict]],
+    h: int,
+    w: int,
+    context: dict[str, torch.Tensor] | None = None,
+) -> Target:
+    """One class's target from its (mask, annotation) parts: the mask is the union of all
+    parts, crowd regions included; instances and boxes come from the non-crowd parts only."""
+    union = np.zeros((h, w), dtype=bool)
+    instances, boxes = [], []
+    for m, ann in parts:
+        union |= m
+        if not ann.get("iscrowd", 0):
+            instances.append(m)
+            boxes.append(xywh_to_xyxy(ann["bbox"]))
+    return Target(
+        label=label,
+        mask=torch.from_numpy(union),
+        instances=torch.from_numpy(np.stack(instances)) if instances else torch.zeros((0, h, w), dtype=torch.bool),
+        boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        context=context or {},
+    )
+
+
+def mark_difficult(targets: list[Target], h: int, w: int) -> list[Target]:
+    areas = [int(np.count_nonzero(t.mask.numpy())) for t in targets]
+    for t, hard in zip(targets, difficult_flags(areas, h * w)):
+        t.difficult = hard
+    return targets
+
+
 class CocoInstances(Dataset):
     """Map-style dataset of :class:`Sample` from a COCO instances JSON (module docstring)."""
 
@@ -122,23 +173,14 @@ class CocoInstances(Dataset):
         skip_empty: bool = True,
         classes: list[str] | None = None,
     ):
-        if crowd not in CROWD_POLICIES:
-            raise ValueError(f"crowd must be one of {CROWD_POLICIES}, got {crowd!r}")
-        self.root = Path(root).expanduser()
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"{self.root}: COCO root directory not found")
+        self.root = open_coco_root(root, crowd, "COCO")
         self.split = split
         self.crowd = crowd
         self.annotation_file = resolve(
             self.root, annotations, f"annotations/instances_{split}.json"
         )
         self.image_dir = resolve(self.root, images, split)
-        data = read_json(self.annotation_file)
-        for key in ("images", "annotations", "categories"):
-            if key not in data:
-                raise DatasetFormatError(
-                    f"{self.annotation_file}: no {key!r} list (not COCO instances)"
-                )
+        data = read_coco_json(self.annotation_file, "COCO instances")
         cats = sorted(data["categories"], key=lambda c: c["id"])
         self.category_names = {c["id"]: c["name"] for c in cats}
         self.class_names = [c["name"] for c in cats]
@@ -186,29 +228,11 @@ class CocoInstances(Dataset):
         per_class: dict[int, list[dict]] = {}
         for ann in anns:
             per_class.setdefault(ann["category_id"], []).append(ann)
-        out: list[Target] = []
-        for cat_id in sorted(per_class):
-            union = np.zeros((h, w), dtype=bool)
-            instances, boxes = [], []
-            for ann in per_class[cat_id]:
-                m = decode_segmentation(ann, h, w)
-                union |= m
-                if not ann.get("iscrowd", 0):
-                    instances.append(m)
-                    boxes.append(xywh_to_xyxy(ann["bbox"]))
-            out.append(
-                Target(
-                    label=self.category_names[cat_id],
-                    mask=torch.from_numpy(union),
-                    instances=torch.from_numpy(np.stack(instances)) if instances
-                    else torch.zeros((0, h, w), dtype=torch.bool),
-                    boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-                )
-            )
-        areas = [int(np.count_nonzero(t.mask.numpy())) for t in out]
-        for t, hard in zip(out, difficult_flags(areas, h * w)):
-            t.difficult = hard
-        return out
+        out = [
+            class_target(self.category_names[cat_id], [(decode_segmentation(a, h, w), a) for a in per_class[cat_id]], h, w)
+            for cat_id in sorted(per_class)
+        ]
+        return mark_difficult(out, h, w)
 
 
 @register_dataset("coco")

@@ -31,12 +31,9 @@ from torch.utils.data import Dataset
 from bench.data.annotations import (
     DatasetFormatError,
     check_image_size,
-    difficult_flags,
-    read_json,
     resolve,
-    xywh_to_xyxy,
 )
-from bench.data.coco import CROWD_POLICIES
+from bench.data.coco import class_target, mark_difficult, open_coco_root, read_coco_json
 from bench.data.images import load_image
 from bench.data.manifest import Manifest, optional_manifest
 from bench.data.registry import register_dataset
@@ -82,21 +79,12 @@ class CocoPanoptic(Dataset):
         skip_empty: bool = True,
         classes: list[str] | None = None,
     ):
-        if crowd not in CROWD_POLICIES:
-            raise ValueError(f"crowd must be one of {CROWD_POLICIES}, got {crowd!r}")
-        self.root = Path(root).expanduser()
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"{self.root}: COCO panoptic root directory not found")
+        self.root = open_coco_root(root, crowd, "COCO panoptic")
         self.crowd = crowd
         self.annotation_file = resolve(self.root, annotations, f"annotations/panoptic_{split}.json")
         self.mask_dir = resolve(self.root, masks, f"annotations/panoptic_{split}")
         self.image_dir = resolve(self.root, images, split)
-        data = read_json(self.annotation_file)
-        for key in ("images", "annotations", "categories"):
-            if key not in data:
-                raise DatasetFormatError(
-                    f"{self.annotation_file}: no {key!r} list (not COCO panoptic)"
-                )
+        data = read_coco_json(self.annotation_file, "COCO panoptic")
         cats = sorted(data["categories"], key=lambda c: c["id"])
         if any("isthing" not in c for c in cats):
             raise DatasetFormatError(f"{self.annotation_file}: categories lack 'isthing'")
@@ -181,14 +169,6 @@ class CocoPanoptic(Dataset):
         out: list[Target] = []
         for cat_id in sorted(per_class):
             label = self.categories[cat_id]["name"]
-            union = np.zeros((h, w), dtype=bool)
-            instances, boxes = [], []
-            for seg in per_class[cat_id]:
-                m = ids == seg["id"]
-                union |= m
-                if not seg.get("iscrowd", 0):
-                    instances.append(m)
-                    boxes.append(xywh_to_xyxy(seg["bbox"]))
             context = {}
             for region, region_cats in self.context.get(label, {}).items():
                 seg_ids = [sid for cid in region_cats for sid in stuff.get(cid, [])]
@@ -196,20 +176,9 @@ class CocoPanoptic(Dataset):
                     region_mask = np.isin(ids, seg_ids)
                     if region_mask.any():
                         context[region] = torch.from_numpy(region_mask)
-            out.append(
-                Target(
-                    label=label,
-                    mask=torch.from_numpy(union),
-                    instances=torch.from_numpy(np.stack(instances)) if instances
-                    else torch.zeros((0, h, w), dtype=torch.bool),
-                    boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-                    context=context,
-                )
-            )
-        areas = [int(np.count_nonzero(t.mask.numpy())) for t in out]
-        for t, hard in zip(out, difficult_flags(areas, h * w)):
-            t.difficult = hard
-        return out
+            parts = [(ids == seg["id"], seg) for seg in per_class[cat_id]]
+            out.append(class_target(label, parts, h, w, context))
+        return mark_difficult(out, h, w)
 
 
 @register_dataset("coco_panoptic")

@@ -3,6 +3,7 @@ records about it, and bundles for built-in ImageNet classifiers and for arbitrar
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -12,6 +13,7 @@ from bench.models.base import ClassMap, ModelBundle
 from bench.models.class_maps import load_class_map, mapped_and_unmapped
 from bench.models.probe import probe_module
 from bench.models.transforms import ResizeNormalize
+from bench.models.weights import file_sha256
 
 IMAGENET_OUTPUTS = 1000
 
@@ -46,10 +48,16 @@ def imagenet_bundle(
     *,
     class_map: str | None,
     info: dict[str, Any],
+    weights_file: Path | None = None,
 ) -> ModelBundle:
-    """Bundle of a built-in ImageNet-1k classifier (1000 outputs, known target layer)."""
+    """Bundle of a built-in ImageNet-1k classifier (1000 outputs, known target layer).
+    ``weights_file``: the file the weights came from, recorded by name and sha256 so that a
+    result names the exact weights it was computed with."""
     cmap = class_map_for(class_map, IMAGENET_OUTPUTS)
     info = {**info, "num_outputs": IMAGENET_OUTPUTS, **class_map_info(cmap)}
+    if weights_file is not None:
+        info["weights_file"] = weights_file.name
+        info["weights_sha256"] = file_sha256(weights_file)
     module.eval()
     return ModelBundle(spec, module, preprocess, target_layer, cmap, info)
 

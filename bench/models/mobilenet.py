@@ -26,7 +26,7 @@ from torch import nn
 
 from bench.models.base import MODEL_ADAPTERS, ModelBundle
 from bench.models.bundle import imagenet_bundle, no_rest
-from bench.models.weights import file_sha256, import_optional, load_state_dict_file
+from bench.models.weights import import_optional, load_state_dict_file
 from bench.models.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -146,15 +146,13 @@ def load_mobilenet_v2(
     class-map JSON path. ``seed`` is unused: the model is deterministic."""
     no_rest(SPEC, rest)
     transform = preprocess(input_size)
-    module = build_mobilenet_v2(pretrained=pretrained)
     info = {
         "architecture": "MobileNetV2 1.0 (torchvision layout, bench.models.mobilenet)",
         "weights": "ImageNet-1k, torchvision mobilenet_v2-b0353104" if pretrained else "none",
         "input_size": list(transform.size),
         "preprocess": "whole image resized to input_size (no crop), ImageNet mean/std",
     }
-    if pretrained:
-        path = weights_path()
-        info["weights_file"] = path.name
-        info["weights_sha256"] = file_sha256(path)
-    return imagenet_bundle(SPEC, module, transform, DEFAULT_LAYER, class_map=class_map, info=info)
+    return imagenet_bundle(
+        SPEC, build_mobilenet_v2(pretrained=pretrained), transform, DEFAULT_LAYER, class_map=class_map,
+        info=info, weights_file=weights_path() if pretrained else None,
+    )

@@ -112,8 +112,22 @@ def test_resume_with_a_different_config_is_refused_and_rows_kept(finished, tmp_p
     changed.write_text(cfg.read_text().replace("tolerance = 6.0", "tolerance = 7.0"))
     before = _files(run_dir)
     assert cli_main(["run", str(changed), "--out", str(run_dir.parent), "--no-progress"]) == 1
-    assert "holds results of a different config" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "holds results of a different config" in err
+    assert f"rows written so far are kept in {run_dir}" in err
     assert _files(run_dir) == before
+
+
+def test_a_missing_dataset_root_says_so_and_that_nothing_was_written(tmp_path, capsys):
+    cfg = tmp_path / "coco.toml"
+    cfg.write_text(VALID.replace('name = "cfg"', 'name = "coco-missing"').replace(
+        '[dataset]\nname = "harbor"\nsplit = "test"\nn = 8\nseed = 1\nsize = 96',
+        f'[dataset]\nname = "coco"\nroot = "{tmp_path / "no-such-coco"}"\nmanifest = ""'))
+    assert 'name = "coco"' in cfg.read_text()
+    assert cli_main(["run", str(cfg), "--out", str(tmp_path / "results"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path / 'no-such-coco'}: COCO root directory not found" in err
+    assert "no score rows were written" in err and "kept" not in err
 
 
 def test_config_values_are_data_never_code(tmp_path):

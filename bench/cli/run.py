@@ -63,6 +63,7 @@ def overrides_from(args: argparse.Namespace) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
+    from bench import results
     from bench.config import ConfigError, load_config
     from bench.engine import RunError, run_config
     from bench.report.leaderboard import build
@@ -90,7 +91,11 @@ def main(args: argparse.Namespace) -> int:
         summary = run_config(cfg, out_dir=out, resume=True, shard=shard, progress=not args.no_progress)
     except (RunError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        print(f"rows written so far are kept in {out}", file=sys.stderr)
+        scores = out / results.SCORES
+        if scores.exists() and scores.stat().st_size:
+            print(f"rows written so far are kept in {out}; the same command resumes", file=sys.stderr)
+        else:
+            print("no score rows were written", file=sys.stderr)
         return 1
     lb = build(out, seed=cfg.seed)
     text = render_text(lb)

@@ -42,7 +42,8 @@ def test_coco_run_writes_every_table_and_figure(coco_run):
     for name in ("leaderboard.txt", "leaderboard.md", "leaderboard.csv", "leaderboard.tex", "leaderboard.html", "report.html"):
         assert (coco_run / name).stat().st_size > 300, name
     figures = {p.stem for p in (coco_run / "figures").glob("*.png")}
-    assert {"overlays", "bars"} <= figures
+    # The config's iou@0.25/0.5/0.75 columns are drawn as one IoU-threshold curve.
+    assert {"overlays", "bars", "curve_iou_threshold"} <= figures
     assert not (coco_run / "figures" / "NOTES.txt").exists()
     rows = results.read_rows(coco_run / results.SCORES)
     if any(r["difficult"] for r in rows):

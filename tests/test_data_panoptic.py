@@ -149,3 +149,86 @@ def test_png_size_mismatch_names_the_file(boat_scene):
     ds = CocoPanoptic(root, "val2017", manifest=None)
     with pytest.raises(DatasetFormatError, match="000000000001.png"):
         ds[0]
+
+
+CONFIG = HERE.parent / "configs" / "coco_panoptic_sample.toml"
+
+
+@pytest.fixture
+def harbour_photo(tmp_path):
+    """A 160x224 harbour in the official COCO panoptic layout: textured sky above a textured
+    sea, a boat on the sea (hull and sail), and its panoptic segments (boat: thing; sky, sea:
+    stuff). ``ids`` is the segment-id image the PNG holds."""
+    rng = np.random.default_rng(0)
+    h, w = 160, 224
+    name = {c["name"]: c["id"] for c in CATEGORIES}
+    ids = np.full((h, w), 1001, dtype=np.int64)  # sky
+    ids[70:] = 1002  # sea
+    yy, xx = np.mgrid[0:h, 0:w]
+    hull = (yy >= 80) & (yy < 100) & (xx >= 60 + (yy - 80) // 2) & (xx < 150 - (yy - 80) // 2)
+    sail = (yy >= 30) & (yy < 80) & (xx >= 100) & (xx < 100 + (yy - 30))
+    ids[hull | sail] = 2000
+    img = np.zeros((h, w, 3), np.float64)
+    img[ids == 1001] = (135, 190, 235)
+    sea = ids == 1002
+    img[sea] = (20, 70, 140)
+    img[sea] += (25 * np.sin(xx[sea] / 4.0 + yy[sea] / 2.0))[:, None]
+    img[hull] = (120, 60, 20)
+    img[sail] = (240, 240, 235)
+    img += rng.normal(0, 6, img.shape)
+    root = tmp_path / "harbour"
+    (root / "annotations" / "panoptic_val2017").mkdir(parents=True)
+    (root / "val2017").mkdir()
+    Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(root / "val2017" / "000000000007.jpg", quality=95)
+    _id_png(ids, root / "annotations" / "panoptic_val2017" / "000000000007.png")
+    ys, xs = np.nonzero(ids == 2000)
+    segs = [
+        {"id": 1001, "category_id": name["sky-other-merged"], "iscrowd": 0},
+        {"id": 1002, "category_id": name["sea"], "iscrowd": 0},
+        {"id": 2000, "category_id": name["boat"], "iscrowd": 0,
+         "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]},
+    ]
+    for s in segs:
+        s["area"] = int((ids == s["id"]).sum())
+        s.setdefault("bbox", [0, 0, w, h])
+    data = {
+        "images": [{"id": 7, "file_name": "000000000007.jpg", "height": h, "width": w}],
+        "annotations": [{"image_id": 7, "file_name": "000000000007.png", "segments_info": segs}],
+        "categories": CATEGORIES,
+    }
+    (root / "annotations" / "panoptic_val2017.json").write_text(json.dumps(data))
+    return root, ids
+
+
+def test_the_panoptic_config_reports_boat_leakage_onto_water(harbour_photo, tmp_path):
+    """The shipped panoptic config, pointed at an official-layout directory with a boat on the
+    sea, scores leakage onto water for the boat target; the uniform map's leakage is, by hand,
+    the share of the image that is water and not boat."""
+    from bench import results
+    from bench.config import load_config
+    from bench.engine import run_config
+    from bench.report.breakdown import load_class_cells
+
+    root, ids = harbour_photo
+    # The official layout, in place of the sample's file names the config carries.
+    layout = {"root": str(root), "annotations": "annotations/panoptic_val2017.json",
+              "masks": "annotations/panoptic_val2017", "images": "val2017"}
+    methods = [{"name": "gradcam"}, {"name": "center"}, {"name": "uniform"}]
+    cfg = load_config(CONFIG, {"device": "cpu", "dataset": layout, "methods": methods})
+    out = tmp_path / "run"
+    try:
+        run_config(cfg, out_dir=out, progress=False)
+    except ImportError as exc:  # the model's weights package is an optional extra
+        pytest.skip(f"model for {CONFIG.name} unavailable: {exc}")
+    rows = results.read_rows(out / results.SCORES)
+    assert {r["target"] for r in rows} == {"boat"}
+    by_method = {r["method"]: r for r in rows}
+    assert set(by_method) == {"gradcam", "center", "uniform"}
+    water_not_boat = (ids == 1002).sum() / ids.size
+    assert by_method["uniform"]["leakage"] == pytest.approx(water_not_boat, abs=1e-6)
+    for r in rows:
+        assert 0.0 <= r["leakage"] <= 1.0, r
+    cells = load_class_cells(out, n_resamples=200)
+    boat = cells[(cells["class"] == "boat") & (cells.metric == "leakage")]
+    assert sorted(boat.method) == ["center", "gradcam", "uniform"]
+    assert boat.estimate.notna().all()

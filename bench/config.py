@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.registry import param_type_matches
+
 
 class ConfigError(ValueError):
     """The config file is invalid; the message names the file and the problem."""
@@ -110,25 +112,9 @@ AUTOCAST = ("none", "bf16")
 _TABLES = ("dataset", "model", "models", "methods", "metrics")
 
 
-def _type_matches(value: Any, default: Any) -> bool:
-    """Whether ``value`` may replace a parameter whose default is ``default`` (None: anything;
-    an int where a float is expected; never a bool for a number)."""
-    if default is None:
-        return True
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, (list, tuple)):
-        return isinstance(value, (list, tuple))
-    return isinstance(value, type(default))
-
-
 def _check_types(source: str, where: str, params: dict[str, Any], defaults: dict[str, Any]) -> None:
     for key, value in params.items():
-        if key in defaults and not _type_matches(value, defaults[key]):
+        if key in defaults and not param_type_matches(value, defaults[key]):
             want = type(defaults[key]).__name__
             raise _fail(source, f"{where}: parameter {key!r} must be {want}, got {value!r} ({type(value).__name__})")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import difflib
 from importlib.metadata import entry_points
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -77,3 +77,20 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def param_type_matches(value: Any, default: Any) -> bool:
+    """Whether ``value`` may replace a parameter whose default is ``default`` (None: anything;
+    an int where a float is expected; never a bool for a number). One rule for configs and
+    for methods' own parameter checks."""
+    if default is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, type(default))

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from bench.registry import Registry, UnknownNameError
+from bench.registry import Registry, UnknownNameError, param_type_matches
 
 FAMILIES = ("cam", "gradient", "perturbation", "transformer", "baseline")
 
@@ -68,7 +68,7 @@ class AttributionMethod:
                     f"(parameters: {', '.join(self.defaults) or 'none'})"
                 )
             default = self.defaults[key]
-            if default is not None and value is not None and not _type_ok(value, default):
+            if default is not None and value is not None and not param_type_matches(value, default):
                 raise MethodConfigError(
                     f"method {self.name!r} parameter {key!r} must be "
                     f"{type(default).__name__}, got {value!r} ({type(value).__name__})"
@@ -135,18 +135,6 @@ class AttributionMethod:
         if self.stochastic and seeds is not None and len(seeds) != inputs.shape[0]:
             raise ValueError(f"{self.name}: need one seed per image, got {len(seeds)}")
         return self.attribute(model, inputs, targets, seeds=seeds)
-
-
-def _type_ok(value: Any, default: Any) -> bool:
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, (list, tuple)):
-        return isinstance(value, (list, tuple))
-    return isinstance(value, type(default))
 
 
 def _fmt(value: Any) -> str:

@@ -47,6 +47,7 @@ from tqdm import tqdm
 from bench import provenance, results
 from bench.batching import Job, Prepared, PreparedSamples, collate_prepared, target_problem, truth_for
 from bench.config import RunConfig
+from bench.data.annotations import pointing_difficult
 from bench.data.registry import load_dataset
 from bench.methods import AttributionMethod, create_method
 from bench.metrics import METRICS, MetricInfo
@@ -195,7 +196,6 @@ def _prepare_out_dir(cfg: RunConfig, out: Path, resume: bool) -> dict[str, set[i
     config_file = out / results.CONFIG
     resolved = json.dumps(cfg.to_dict(), sort_keys=True)
     if out.exists() and (out / results.SCORES).exists():
-        previous = out / "config.json"
         if not resume:
             raise RunError(f"{out} already holds results; use --resume to continue, or another run name / --out")
         _check_same_config(cfg, out)
@@ -459,13 +459,14 @@ def _jobs(bundle: ModelBundle, batch: list[Prepared], skips: list[dict[str, Any]
 
 def _rows(bundle, batch, jobs, methods, columns, host, outputs, failures, skips) -> list[dict[str, Any]]:
     rows = []
+    # Per target, not per method: the flag reads whole masks on the host.
+    difficult = [pointing_difficult(j.target, batch[j.item].targets) for j in jobs]
     for mi, (label, _method) in enumerate(methods):
         for n, j in enumerate(jobs):
             p = batch[j.item]
             if (mi, n) in failures:
                 skips.append({**_skip(bundle, p, j.target.label, f"method {label!r} failed: {failures[(mi, n)]}"), "method": label})
                 continue
-            area = float(j.target.mask.float().mean())
             row = {
                 "model": bundle.spec,
                 "method": label,
@@ -473,8 +474,7 @@ def _rows(bundle, batch, jobs, methods, columns, host, outputs, failures, skips)
                 "image_id": p.image_id,
                 "target": j.target.label,
                 "output": outputs[n],
-                # "Another class present": a target with no ground-truth pixel is not.
-                "difficult": bool(area < 0.25 and sum(bool(t.mask.any()) for t in p.targets) > 1),
+                "difficult": difficult[n],
                 "annotated_difficult": bool(j.target.difficult),
                 "map_invalid": bool(host[mi][n][0]),
             }

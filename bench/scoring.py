@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader
 from bench import provenance, results
 from bench.batching import Job, Prepared, PreparedSamples, collate_prepared, target_problem, truth_for
 from bench.config import Component
+from bench.data.annotations import pointing_difficult
 from bench.maps_io import safe_name
 from bench.metrics import METRICS
 
@@ -136,7 +137,6 @@ def metric_columns(metrics: list[Component]):
 
 
 def _row(model: str, method: str, p: Prepared, t, values: list[float], columns) -> dict[str, Any]:
-    area = float(t.mask.float().mean())
     row = {
         "model": model,
         "method": method,
@@ -144,7 +144,7 @@ def _row(model: str, method: str, p: Prepared, t, values: list[float], columns) 
         "image_id": p.image_id,
         "target": t.label,
         "output": None,  # the attributed model output is not in a map file
-        "difficult": bool(area < 0.25 and len(p.targets) > 1),
+        "difficult": pointing_difficult(t, p.targets),
         "annotated_difficult": bool(t.difficult),
         "map_invalid": bool(values[0]),
     }

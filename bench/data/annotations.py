@@ -59,6 +59,15 @@ def difficult_flags(areas: list[int], image_area: int) -> list[bool]:
     return [others and a < DIFFICULT_AREA_FRACTION * image_area for a in areas]
 
 
+def pointing_difficult(target, targets) -> bool:
+    """The leaderboard's "difficult" flag of one ``target`` among its sample's ``targets``: its
+    mask covers less than 1/4 of the image and another class is present, where a class with no
+    ground-truth pixel is not present. Used by the run and by map re-scoring alike."""
+    area = float(target.mask.float().mean())
+    present = sum(bool(t.mask.any()) for t in targets)
+    return area < DIFFICULT_AREA_FRACTION and present > 1
+
+
 def check_image_size(image: torch.Tensor, h: int, w: int, path: Path, source: str) -> None:
     if tuple(image.shape[-2:]) != (h, w):
         raise DatasetFormatError(

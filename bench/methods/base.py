@@ -21,6 +21,7 @@ Conventions every method keeps (tests pin them):
 
 from __future__ import annotations
 
+import abc
 import difflib
 from contextlib import contextmanager
 from typing import Any, Callable, ClassVar, Iterator, Sequence
@@ -38,7 +39,7 @@ class MethodConfigError(ValueError):
     """A method was given a parameter it does not have, or of the wrong type."""
 
 
-class AttributionMethod:
+class AttributionMethod(abc.ABC):
     """Base class: subclasses set the metadata and implement :meth:`attribute`.
 
     ``defaults`` declares every parameter the method takes and its default; the parameters that
@@ -111,6 +112,7 @@ class AttributionMethod:
         return self
 
     # -- computation ----------------------------------------------------------------------
+    @abc.abstractmethod
     def attribute(
         self,
         model: nn.Module,
@@ -121,7 +123,6 @@ class AttributionMethod:
     ) -> torch.Tensor:
         """Return maps Bxhxw for ``targets`` (long B). ``seeds`` gives one seed per image for
         stochastic methods, so a batch gives the same maps as the same images one by one."""
-        raise NotImplementedError
 
     def __call__(self, model, inputs, targets, *, seeds=None) -> torch.Tensor:
         if inputs.ndim != 4:
@@ -397,5 +398,7 @@ class CAMMethod(AttributionMethod):
             cam = torch.relu(cam)
         return cam
 
+    @abc.abstractmethod
     def combine(self, model, inputs, targets, acts, grads, logits) -> torch.Tensor:
-        raise NotImplementedError
+        """The map Bxhxw from the layer's activations (and gradients, when ``uses_gradients``):
+        the one thing each CAM method defines."""

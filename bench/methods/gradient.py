@@ -10,6 +10,8 @@ keeps the sign (an IG map then sums to f(x) - f(baseline)).
 
 from __future__ import annotations
 
+import abc
+
 import numpy as np
 import torch
 
@@ -42,9 +44,9 @@ class GradientMethod(AttributionMethod):
     def attribute(self, model, inputs, targets, *, seeds=None):
         return reduce_channels(self.attributions(model, inputs, targets, seeds=seeds), self.params["reduce"])
 
+    @abc.abstractmethod
     def attributions(self, model, inputs, targets, *, seeds=None) -> torch.Tensor:
         """Per-channel attributions BxCxHxW, before the channel reduction."""
-        raise NotImplementedError
 
 
 @register_method

@@ -73,7 +73,13 @@ _NO_TIMER = _NoClock()
 
 
 class RunError(RuntimeError):
-    """The run cannot go on; rows already written are kept."""
+    """The run cannot go on; rows already written are kept. ``resumable``: the same command
+    can continue the run once the cause is fixed (False where it never can: the folder holds
+    another config's or another version's rows, or is damaged)."""
+
+    def __init__(self, message: str, *, resumable: bool = True):
+        super().__init__(message)
+        self.resumable = resumable
 
 
 @dataclass
@@ -91,6 +97,8 @@ class RunSummary:
     resumed_samples: int = 0
     seconds: float = 0.0
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # One message per (model, method) that failed on every (image, target) it was given.
+    failed_methods: list[str] = field(default_factory=list)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -99,9 +107,18 @@ def resolve_device(name: str) -> torch.device:
             return torch.device("cpu")
         # One process per GPU under torchrun / srun: each takes its own local GPU.
         return torch.device("cuda", local_device_index(device_count=torch.cuda.device_count()))
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as exc:
+        raise RunError(f"device {name!r}: not a device name (auto, cpu, cuda, cuda:N or mps)") from exc
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise RunError(f"device {name!r}: groundbench runs on cpu, cuda or mps, not {device.type}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RunError(f"device {name!r} asked for, but CUDA is not available here")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise RunError(f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise RunError(f"device {name!r} asked for, but MPS (Apple GPU) is not available here")
     return device
 
 
@@ -132,22 +149,43 @@ def _methods(cfg: RunConfig) -> list[tuple[str, AttributionMethod]]:
     return out
 
 
-def _load_progress(out: Path) -> dict[str, set[int]]:
-    done: dict[str, set[int]] = defaultdict(set)
+@dataclass
+class Progress:
+    """What ``progress.jsonl`` says is done: per model, the samples whose batch is durable, and
+    the models whose loader drops (images the dataset left out) are recorded."""
+
+    samples: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    dropped: set[str] = field(default_factory=set)
+
+    @property
+    def any(self) -> bool:
+        return any(self.samples.values()) or bool(self.dropped)
+
+    def committed(self, row: dict[str, Any]) -> bool:
+        """The row (a score row or a skip record) belongs to a batch marked done."""
+        if row.get("sample") is None:
+            return row["model"] in self.dropped
+        return int(row["sample"]) in self.samples.get(row["model"], set())
+
+
+def _load_progress(out: Path) -> Progress:
+    done = Progress()
     for rec in results.read_rows(out / PROGRESS):
-        done[rec["model"]].update(int(i) for i in rec["samples"])
+        done.samples[rec["model"]].update(int(i) for i in rec["samples"])
+        if rec.get("loader_drops") is not None:
+            done.dropped.add(rec["model"])
     return done
 
 
-def _drop_unfinished(path: Path, done: dict[str, set[int]]) -> int:
-    """Rewrite ``path`` without rows of samples whose batch never completed."""
+def _drop_unfinished(path: Path, done: Progress) -> list[dict[str, Any]]:
+    """Rewrite ``path`` without rows of batches that never completed; returns the rows kept."""
     if not path.exists():
-        return 0
+        return []
     rows = results.read_rows(path)
-    keep = [r for r in rows if int(r["sample"]) in done.get(r["model"], set())]
+    keep = [r for r in rows if done.committed(r)]
     if len(keep) != len(rows) or path.read_bytes()[-1:] not in (b"\n", b""):
         results.write_text(path, "".join(results.encode_row(r) + "\n" for r in keep))
-    return len(rows) - len(keep)
+    return keep
 
 
 # Config keys that change how a run is executed but not a single score row: a resumed run may
@@ -178,7 +216,8 @@ def _check_same_code(out: Path, prov: dict[str, Any]) -> None:
         detail = "; ".join(f"{k}: {before.get(k)!r} then, {now.get(k)!r} now" for k in changed)
         raise RunError(
             f"{out} holds rows written by other code ({detail}); resuming would mix them. "
-            "Start it again with --fresh, or use another run name / --out"
+            "Start it again with --fresh, or use another run name / --out",
+            resumable=False,
         )
 
 
@@ -188,25 +227,55 @@ def _check_same_config(cfg: RunConfig, out: Path) -> None:
     if previous.exists() and not _same_run_config(json.loads(previous.read_text()), resolved):
         raise RunError(
             f"{out} holds results of a different config ({previous}); "
-            "a resumed run must use the same config (only num_workers and output_dir may change)"
+            "a resumed run must use the same config (only num_workers and output_dir may change). "
+            "Start it again with --fresh, or use another run name / --out",
+            resumable=False,
         )
 
 
-def _prepare_out_dir(cfg: RunConfig, out: Path, resume: bool) -> dict[str, set[int]]:
-    config_file = out / results.CONFIG
-    resolved = json.dumps(cfg.to_dict(), sort_keys=True)
-    if out.exists() and (out / results.SCORES).exists():
+def _read_done(out: Path) -> Progress:
+    """The batches done in ``out``. Rows are only as done as their rows file: with
+    ``scores.jsonl`` gone (deleted by hand) nothing is done, and the run starts over instead of
+    skipping samples whose rows no longer exist (and recording their skips twice)."""
+    if not (out / results.SCORES).exists():
+        return Progress()
+    return _load_progress(out)
+
+
+@dataclass
+class _Kept:
+    """Per (model, method), what earlier sessions of a resumed run left: rows and failures."""
+
+    rows: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    failures: dict[tuple[str, str], list[str]] = field(default_factory=lambda: defaultdict(list))
+
+
+def _prepare_out_dir(cfg: RunConfig, out: Path, resume: bool, done: Progress) -> _Kept:
+    """Resume (keep the rows and skip records of batches marked done, drop the rest) when a
+    batch is marked done; otherwise start the folder's files afresh. A folder where no batch was
+    ever done (a run that failed before its first one) holds nothing to keep, so it never
+    blocks the next attempt."""
+    kept = _Kept()
+    if done.any:
         if not resume:
-            raise RunError(f"{out} already holds results; use --resume to continue, or another run name / --out")
+            raise RunError(f"{out} already holds results; use --resume to continue, or another run name / --out", resumable=False)
         _check_same_config(cfg, out)
-        done = _load_progress(out)
-        _drop_unfinished(out / results.SCORES, done)
-        _drop_unfinished(out / results.SKIPPED, done)
-        return done
-    out.mkdir(parents=True, exist_ok=True)
-    results.write_text(config_file, _to_toml(cfg.to_dict()))
-    results.write_text(out / "config.json", resolved + "\n")
-    return defaultdict(set)
+        # A damaged line in the middle of a rows file raises ValueError here, before any change.
+        for r in _drop_unfinished(out / results.SCORES, done):
+            kept.rows[(r["model"], r["method"])] += 1
+        for r in _drop_unfinished(out / results.SKIPPED, done):
+            if r.get("method") is not None:
+                kept.failures[(r["model"], r["method"])].append(str(r.get("reason")))
+        return kept
+    results.claim_dir(out)
+    for name in (results.SCORES, results.SKIPPED, PROGRESS):
+        if (out / name).exists():
+            results.write_text(out / name, "")
+    if (out / results.MODELS).exists():
+        (out / results.MODELS).unlink()  # facts of an earlier attempt's models
+    results.write_text(out / results.CONFIG, _to_toml(cfg.to_dict()))
+    results.write_text(out / "config.json", json.dumps(cfg.to_dict(), sort_keys=True) + "\n")
+    return kept
 
 
 def _to_toml(data: dict[str, Any]) -> str:
@@ -224,8 +293,15 @@ def run_config(
     progress: bool = True,
     on_batch: Callable[[int], None] | None = None,
     timer: StageClock | None = None,
+    lock: results.ResultsLock | None = None,
 ) -> RunSummary:
     """Run ``cfg``; results go to ``out_dir`` (default ``<cfg.output_dir>/<cfg.name>``).
+
+    Before the results folder is touched, the dataset and every model are loaded and every
+    method is checked against every model (:meth:`AttributionMethod.check_model`), so a missing
+    weights file or a misspelled layer leaves nothing behind. The folder is then locked
+    (:class:`bench.results.ResultsLock`; pass ``lock`` when the caller already holds it) for
+    the whole run: a second process fails at once instead of writing every row twice.
 
     ``on_batch(batch_no)`` is called after each batch's rows are durable. ``timer``, if given,
     is any object whose ``stage(name)`` returns a context manager (e.g.
@@ -244,18 +320,64 @@ def run_config(
     methods = _methods(cfg)
     columns = _metric_columns(cfg)
     requires = {r for c in columns for r in c.info.requires}
+    indices = shard_indices(len(dataset), shard)
+    bundles = [_load_bundle(cfg, m, progress) for m in cfg.models]
+    for bundle in bundles:
+        _check_methods(cfg, bundle, methods, dataset, indices)
+
+    held = lock
+    if held is None:
+        results.check_claimable(out)
+        held = results.ResultsLock(out).acquire()
+    try:
+        return _run_locked(cfg, out, dataset, methods, columns, requires, indices, bundles, device, resume, shard, progress, on_batch, timer, t0)
+    finally:
+        if lock is None:
+            held.release()
+
+
+def _load_bundle(cfg: RunConfig, model_cfg, progress: bool) -> ModelBundle:
+    try:
+        return load_model(model_cfg.name, seed=cfg.seed, progress=progress, **model_cfg.params)
+    except (TypeError, KeyError, ValueError, OSError, ImportError, RuntimeError) as exc:
+        # Bad parameters, missing weights, a factory that fails: a message, not a traceback.
+        raise RunError(f"{cfg.source}: model {model_cfg.name!r} cannot be loaded: {type(exc).__name__}: {exc}") from exc
+
+
+def _check_methods(cfg: RunConfig, bundle: ModelBundle, methods, dataset, indices: list[int]) -> None:
+    """Every method's parameters against the model (layer names, sizes that depend on the
+    input), on the model input of the first sample that loads."""
+    shape = None
+    probe = PreparedSamples(dataset, bundle.preprocess, indices[:8])
+    for k in range(len(probe)):
+        p = probe[k]
+        if p.input is not None:
+            shape = tuple(p.input.shape)
+            break
+    for label, method in methods:
+        bound = method.with_model_defaults(bundle.target_layer)
+        try:
+            if shape is not None:
+                bound.check_model(bundle.module, shape)
+            else:
+                bound.check_model(bundle.module, (0, 10**9, 10**9))  # layer names still checked
+        except (ValueError, TypeError) as exc:
+            raise RunError(f"{cfg.source}: method {label!r} on model {bundle.spec!r}: {exc}", resumable=False) from exc
+
+
+def _run_locked(cfg, out, dataset, methods, columns, requires, indices, bundles, device, resume, shard, progress, on_batch, timer, t0) -> RunSummary:
     manifest = getattr(dataset, "manifest", None)
     prov = provenance.collect(cfg.to_dict(), device, manifest)
     prov["shard"] = list(shard) if shard else None
     prov["dataset_size"] = len(dataset)  # lets `groundbench merge` check that shards cover it
-    resuming = (out / results.SCORES).exists()
-    if resuming and resume:
+    done = _read_done(out)
+    if done.any and resume:
         # The config first: a different config is the likelier mistake and the clearer message.
         _check_same_config(cfg, out)
         _check_same_code(out, prov)
-    done = _prepare_out_dir(cfg, out, resume)
-    summary = RunSummary(out_dir=out, resumed_samples=sum(len(v) for v in done.values()))
-    if resuming:
+    kept = _prepare_out_dir(cfg, out, resume, done)
+    summary = RunSummary(out_dir=out, resumed_samples=sum(len(v) for v in done.samples.values()))
+    if done.any:
         _keep_session_times(out, prov)
     results.write_json(out / results.PROVENANCE, prov)
     # A list, not a mapping: the config's column order is the table's column order.
@@ -265,31 +387,52 @@ def run_config(
     )
     models_file = out / results.MODELS
     models_info = json.loads(models_file.read_text()) if models_file.exists() else {}
+    # Images the loader left out are recorded once per model (as every skip is), by one shard.
+    drops = list(getattr(dataset, "dropped", ()) or ()) if shard is None or shard[0] == 0 else []
 
-    indices = shard_indices(len(dataset), shard)
+    tally = kept
     with results.RowWriter(out / results.SCORES) as scores, results.RowWriter(
         out / results.SKIPPED
     ) as skipped, results.RowWriter(out / PROGRESS) as progress_log:
-        for model_cfg in cfg.models:
-            try:
-                bundle = load_model(model_cfg.name, seed=cfg.seed, **model_cfg.params)
-            except (TypeError, KeyError) as exc:
-                raise RunError(f"{cfg.source}: model {model_cfg.name!r}: {exc}") from exc
+        for n, bundle in enumerate(bundles):
+            bundles[n] = None  # type: ignore[call-overload]  # freed once this model is done
             models_info[bundle.spec] = {
                 "info": bundle.info,
                 "target_layer": bundle.target_layer,
                 "methods": {label: m.with_model_defaults(bundle.target_layer).describe() for label, m in methods},
             }
             results.write_json(models_file, models_info)
-            todo = [i for i in indices if i not in done.get(bundle.spec, set())]
-            counts = _run_model(cfg, bundle, dataset, todo, methods, columns, requires, device, scores, skipped, progress_log, progress, on_batch, out, timer or _NO_TIMER)
+            if drops and bundle.spec not in done.dropped:
+                skipped.write([_dropped(bundle, d) for d in drops])
+                progress_log.write([{"model": bundle.spec, "samples": [], "loader_drops": len(drops)}])
+                summary.skipped += len(drops)
+            todo = [i for i in indices if i not in done.samples.get(bundle.spec, set())]
+            counts = _run_model(cfg, bundle, dataset, todo, methods, columns, requires, device, scores, skipped, progress_log, progress, on_batch, out, timer or _NO_TIMER, tally)
             summary.rows_written += counts[0]
             summary.skipped += counts[1]
             summary.models[bundle.spec] = bundle.info
     prov["data"] = data_hashes(out)
     results.write_json(out / results.PROVENANCE, prov)
+    summary.failed_methods = _failed_methods(tally)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _dropped(bundle: ModelBundle, d) -> dict[str, Any]:
+    return {"model": bundle.spec, "sample": None, "image_id": str(d.image_id), "target": None, "reason": d.reason}
+
+
+def _failed_methods(tally: _Kept) -> list[str]:
+    """A message per (model, method) with failures and not one scored row."""
+    out = []
+    for (model, method), reasons in tally.failures.items():
+        if reasons and not tally.rows.get((model, method)):
+            first = reasons[0].split(" failed: ", 1)[-1]
+            out.append(
+                f"method {method!r} failed on every (image, target) of model {model!r} "
+                f"({len(reasons)} of them); the first failure: {first}"
+            )
+    return out
 
 
 def _keep_session_times(out: Path, prov: dict[str, Any]) -> None:
@@ -328,7 +471,7 @@ def _resolve_outputs(bundle: ModelBundle, label: str, n_outputs: int | None) -> 
     return bundle.class_map.indices(label)
 
 
-def _run_model(cfg, bundle, dataset, todo, methods, columns, requires, device, scores, skipped, progress_log, show_progress, on_batch, out, clock):
+def _run_model(cfg, bundle, dataset, todo, methods, columns, requires, device, scores, skipped, progress_log, show_progress, on_batch, out, clock, tally: _Kept):
     model = bundle.module.to(device)
     if device.type in ("cpu", "cuda"):
         model = model.to(memory_format=torch.channels_last)
@@ -350,7 +493,16 @@ def _run_model(cfg, bundle, dataset, todo, methods, columns, requires, device, s
             batch = next(batches, None)
         if batch is None:
             break
-        rows, skips = _score_batch(cfg, bundle, model, batch, methods, columns, requires, device, out, clock)
+        rows, skips = [], []
+        for part in _same_input_shape(batch):
+            part_rows, part_skips = _score_batch(cfg, bundle, model, part, methods, columns, requires, device, out, clock)
+            rows += part_rows
+            skips += part_skips
+        for r in rows:
+            tally.rows[(r["model"], r["method"])] += 1
+        for r in skips:
+            if r.get("method") is not None:
+                tally.failures[(r["model"], r["method"])].append(str(r["reason"]))
         with clock.stage("write"):
             scores.write(rows)
             skipped.write(skips)
@@ -362,6 +514,25 @@ def _run_model(cfg, bundle, dataset, todo, methods, columns, requires, device, s
             on_batch(batch_no)
     bar.close()
     return n_rows, n_skipped
+
+
+def _same_input_shape(batch: list[Prepared]) -> list[list[Prepared]]:
+    """The batch itself when its model inputs stack (one shape: the usual case), else one part
+    per input shape, in order of first appearance, so that a model that takes images at their
+    own size (the harbor nets) can be run on a dataset of mixed sizes. Samples that did not
+    load go with the first part (they only produce skip records)."""
+    if getattr(batch, "inputs", None) is not None:
+        return [batch]
+    parts: dict[Any, list[Prepared]] = {}
+    for p in batch:
+        key = tuple(p.input.shape) if p.input is not None else None
+        parts.setdefault(key, []).append(p)
+    if len(parts) <= 1:
+        return [batch]
+    failed = parts.pop(None, [])
+    groups = list(parts.values())
+    groups[0] = failed + groups[0]
+    return groups
 
 
 def _skip(bundle: ModelBundle, p: Prepared, target: str | None, reason: str) -> dict[str, Any]:

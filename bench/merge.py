@@ -95,27 +95,34 @@ def read_shard(path: Path) -> Shard:
     k, n = (int(x) for x in shard)
     done: dict[str, set[int]] = {}
     digests: dict[str, dict[int, Any]] = {}
+    dropped: set[str] = set()  # models whose loader drops (sample None) are recorded
     for rec in results.read_rows(path / PROGRESS):
         done.setdefault(rec["model"], set()).update(int(i) for i in rec["samples"])
         given = rec.get("digests") or [None] * len(rec["samples"])
         digests.setdefault(rec["model"], {}).update(zip((int(i) for i in rec["samples"]), given))
+        if rec.get("loader_drops") is not None:
+            dropped.add(rec["model"])
     return Shard(
         path=path,
         k=k,
         n=n,
         config=config,
         provenance=prov,
-        rows=_committed(results.read_rows(path / results.SCORES), done),
-        skipped=_committed(results.read_rows(path / results.SKIPPED), done),
+        rows=_committed(results.read_rows(path / results.SCORES), done, dropped),
+        skipped=_committed(results.read_rows(path / results.SKIPPED), done, dropped),
         done=done,
         digests=digests,
     )
 
 
-def _committed(rows: list[dict[str, Any]], done: dict[str, set[int]]) -> list[dict[str, Any]]:
+def _committed(rows: list[dict[str, Any]], done: dict[str, set[int]], dropped: set[str] = frozenset()) -> list[dict[str, Any]]:
     # Rows of a batch that died before its progress record are not part of the results (a
-    # resumed run would drop and redo them); leave them out here too.
-    return [r for r in rows if int(r["sample"]) in done.get(r["model"], set())]
+    # resumed run would drop and redo them); leave them out here too. A record with no sample
+    # is an image the loader left out, committed by its own progress record.
+    return [
+        r for r in rows
+        if (r["model"] in dropped if r.get("sample") is None else int(r["sample"]) in done.get(r["model"], set()))
+    ]
 
 
 def _method_labels(config: dict[str, Any], where: Path) -> list[str]:
@@ -123,7 +130,8 @@ def _method_labels(config: dict[str, Any], where: Path) -> list[str]:
     from bench.methods import create_method
 
     try:
-        cfg = parse_config(config, source=str(where / "config.json"))
+        # Only the method labels are read; no model is built, so no code can run.
+        cfg = parse_config(config, source=str(where / "config.json"), allow_code=True)
     except ConfigError as exc:
         raise MergeError(str(exc)) from exc
     return [m.label or create_method(m.name, **m.params).label for m in cfg.methods]
@@ -133,6 +141,9 @@ def _order_key(model_rank: dict[str, int], method_rank: dict[str, int], batch_si
     unknown = len(method_rank)
 
     def key(row: dict[str, Any]) -> tuple:
+        if row.get("sample") is None:
+            # The loader's drops come first in a model's records, in the order written.
+            return (model_rank[row["model"]], -1, -1, -1)
         sample = int(row["sample"])
         # A skip record of a whole sample or target comes before the method failures of its
         # batch (the engine writes them in that order); its method rank is -1.
@@ -189,11 +200,22 @@ def merge_shards(shard_dirs: Iterable[str | Path], out_dir: str | Path, *, allow
     skipped = sorted((r for s in shards for r in s.skipped), key=key)
 
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise MergeError(f"{out} exists and is not empty; choose another -o or pass --force")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        results.check_claimable(out)
+        with results.ResultsLock(out):
+            if any(p.name not in results.KEEP_ON_FRESH for p in out.iterdir()):
+                if not overwrite:
+                    raise MergeError(f"{out} exists and is not empty; choose another -o or pass --force")
+                results.empty_dir(out)  # only a folder groundbench made
+            results.claim_dir(out)
+            _write_merged(out, first, shards, models, rows, skipped)
+    except results.ResultsDirError as exc:
+        raise MergeError(str(exc)) from exc
+    return MergeSummary(out, [s.path for s in shards], rows=len(rows), skipped=len(skipped), missing=missing)
+
+
+def _write_merged(out: Path, first: Shard, shards: list[Shard], models: list[str], rows, skipped) -> None:
+    missing = sorted(set(range(first.n)) - {s.k for s in shards})
     for name in (results.CONFIG, "config.json", COLUMNS):
         shutil.copyfile(first.path / name, out / name)
     results.write_text(out / results.SCORES, "".join(results.encode_row(r) + "\n" for r in rows))
@@ -218,7 +240,6 @@ def merge_shards(shard_dirs: Iterable[str | Path], out_dir: str | Path, *, allow
 
         prov["data"] = data_hashes(out)  # the same hash a single run over these samples records
     results.write_json(out / results.PROVENANCE, prov)
-    return MergeSummary(out, [s.path for s in shards], rows=len(rows), skipped=len(skipped), missing=missing)
 
 
 def _check_complete(s: Shard, models: list[str]) -> None:

@@ -363,7 +363,7 @@ def find_syncs(cfg_data: dict[str, Any], out_dir: Path) -> SyncCheck:
     from bench import engine
     from bench.config import parse_config
 
-    cfg = parse_config(cfg_data)
+    cfg = parse_config(cfg_data, allow_code=True)  # groundbench's own benchmark configs
     cuda = engine.resolve_device(cfg.device).type == "cuda"
     detectors: list[SyncDetector] = []
     batches: list[int] = []
@@ -537,7 +537,7 @@ def measure_pipeline(cfg_data: dict[str, Any], out_dir: Path, device: torch.devi
     from bench.config import parse_config
     from bench.engine import run_config
 
-    cfg = parse_config(cfg_data)
+    cfg = parse_config(cfg_data, allow_code=True)  # groundbench's own benchmark configs
     timer = StageTimer(device, sync=sync_stages)
     stamps: list[float] = []
     totals: dict[str, float] = {}
@@ -605,7 +605,7 @@ def _rss_probe(cfg_json: str, out_dir: str) -> None:
     from bench.config import parse_config
     from bench.engine import run_config
 
-    summary = run_config(parse_config(json.loads(cfg_json)), out_dir=Path(out_dir), progress=False)
+    summary = run_config(parse_config(json.loads(cfg_json), allow_code=True), out_dir=Path(out_dir), progress=False)
     print(json.dumps({"peak_rss_mb": own_peak_rss_mb(), "rows": summary.rows_written}))
 
 

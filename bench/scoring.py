@@ -20,7 +20,11 @@ run's rows, with one difference: ``output`` (the model output the method attribu
 a map file and is null here. Both must run the same metric code on the same device type (a
 float32 score can differ in its last bit between CPU and GPU kernels); ``groundbench score``
 also takes the run's batch size from its config, so that even the batches are the run's.
-Targets without a map file are recorded in ``skipped.jsonl``.
+
+Bad maps follow the run's policy, skip and record, and scoring goes on: a target without a map
+file, a map file that cannot be read (not ``.npy``, not numeric, not 2-D, empty) and a map
+file that matches no (image, target) of the dataset each become a record in ``skipped.jsonl``
+naming the file and the reason.
 """
 
 from __future__ import annotations
@@ -100,15 +104,20 @@ def find_map_sets(maps_dir: Path) -> list[MapSet]:
 
 
 def load_map(path: Path, size: tuple[int, int]) -> torch.Tensor:
-    """One saved map as float32 HxW at ``size``; other resolutions are resized bilinearly."""
+    """One saved map as float32 HxW at ``size``; other resolutions are resized bilinearly.
+    Raises :class:`ScoreError` for a file that is not a numeric, non-empty H x W array."""
     try:
         arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:
         raise ScoreError(f"{path}: not a readable .npy array ({exc})") from exc
+    if not isinstance(arr, np.ndarray):
+        raise ScoreError(f"{path}: not a single .npy array (an .npz archive?)")
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
-    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
         raise ScoreError(f"{path}: expected a numeric H x W map, got shape {arr.shape} dtype {arr.dtype}")
+    if arr.size == 0:
+        raise ScoreError(f"{path}: the map is empty ({arr.shape[0]} x {arr.shape[1]})")
     t = torch.from_numpy(np.ascontiguousarray(arr)).float()
     if tuple(t.shape) != tuple(size):
         t = F.interpolate(t[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
@@ -165,7 +174,7 @@ def score_batch(batch: list[Prepared], map_set: MapSet, columns, requires: set[s
     rows: list[dict[str, Any]] = []
     skips: list[dict[str, Any]] = []
     jobs: list[Job] = []
-    paths: list[Path] = []
+    loaded: list[torch.Tensor] = []
     for pos, p in enumerate(batch):
         if p.error is not None:
             skips.append(_skip(map_set.model, p, None, f"sample not loaded: {p.error}"))
@@ -182,8 +191,13 @@ def score_batch(batch: list[Prepared], map_set: MapSet, columns, requires: set[s
             if problem is not None:
                 skips.append(_skip(map_set.model, p, t.label, problem))
                 continue
+            try:
+                m = load_map(path, p.size)
+            except ScoreError as exc:
+                skips.append(_skip(map_set.model, p, t.label, f"map not readable: {exc}", map_set.method))
+                continue
             jobs.append(Job(pos, t))
-            paths.append(path)
+            loaded.append(m)
     if not jobs:
         return rows, skips
     groups: dict[tuple[int, int], list[int]] = {}
@@ -193,7 +207,7 @@ def score_batch(batch: list[Prepared], map_set: MapSet, columns, requires: set[s
     values = torch.full((len(jobs), len(columns) + 1), float("nan"), device=device)
     for size, members in groups.items():
         truth = truth_for([jobs[n] for n in members], batch, requires, device)
-        maps = torch.stack([load_map(paths[n], size) for n in members]).to(device)
+        maps = torch.stack([loaded[n] for n in members]).to(device)
         idx = torch.as_tensor(members, device=device)
         values[idx, 0] = (~torch.isfinite(maps).flatten(1).all(dim=1)).float()
         for ci, col in enumerate(columns):
@@ -227,7 +241,8 @@ def score_maps(
 
     t0 = time.perf_counter()
     out = Path(out_dir)
-    if (out / results.SCORES).exists():
+    scores_file = out / results.SCORES
+    if scores_file.exists() and scores_file.stat().st_size:
         raise ScoreError(f"{out} already holds score rows; choose another --name/--out or delete it")
     sets = find_map_sets(Path(maps_dir))
     if order is not None:
@@ -239,7 +254,15 @@ def score_maps(
     dev = resolve_device(device)
     ds = load_dataset(dataset.name, **dataset.params)
 
-    out.mkdir(parents=True, exist_ok=True)
+    results.check_claimable(out)
+    with results.ResultsLock(out):
+        if scores_file.exists() and scores_file.stat().st_size:  # written while we loaded
+            raise ScoreError(f"{out} already holds score rows; choose another --name/--out or delete it")
+        results.claim_dir(out)
+        return _score_into(out, sets, ds, dataset, metrics, columns, requires, dev, name, seed, maps_dir, batch_size, num_workers, t0)
+
+
+def _score_into(out, sets, ds, dataset, metrics, columns, requires, dev, name, seed, maps_dir, batch_size, num_workers, t0) -> ScoreSummary:
     config = {
         "name": name or out.name,
         "seed": seed,
@@ -262,19 +285,65 @@ def score_maps(
 
     summary = ScoreSummary(out, map_sets=sets)
     prepared = PreparedSamples(ds, lambda image: torch.empty(0), range(len(ds)))
+    for name_ in (results.SCORES, results.SKIPPED):
+        results.write_text(out / name_, "")  # an earlier attempt that wrote no row
     with results.RowWriter(out / results.SCORES) as scores, results.RowWriter(out / results.SKIPPED) as skipped:
         models = list(dict.fromkeys(s.model for s in sets))
         for model in models:
             model_sets = [s for s in sets if s.model == model]
+            claimed: dict[int, set[str]] = {id(s): set() for s in model_sets}
+            # Images the loader left out, once per model as a run records them.
+            drops = [
+                {"model": model, "sample": None, "image_id": str(d.image_id), "target": None, "reason": d.reason}
+                for d in getattr(ds, "dropped", ()) or ()
+            ]
+            skipped.write(drops)
+            summary.skipped += len(drops)
             loader = DataLoader(prepared, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_prepared)
             for batch in loader:
                 for s in model_sets:
                     rows, skips = score_batch(batch, s, columns, requires, dev)
+                    claimed[id(s)].update(_claimed_names(batch))
                     scores.write(rows)
                     # Skips of samples and targets once per model, as a run records them; a
                     # missing map file once per method.
                     skipped.write([r for r in skips if "method" in r or s is model_sets[0]])
                     summary.rows_written += len(rows)
                     summary.skipped += sum(1 for r in skips if "method" in r or s is model_sets[0])
+            for s in model_sets:
+                strays = _unmatched(s, claimed[id(s)])
+                skipped.write(strays)
+                summary.skipped += len(strays)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _claimed_names(batch: list[Prepared]) -> set[str]:
+    """Map file names the batch's samples account for: ``<image>__<target>.npy`` of each
+    target, and for a sample that did not load (its targets unknown) its image prefix."""
+    names = set()
+    for p in batch:
+        if p.error is not None:
+            names.add(f"{safe_name(p.image_id)}__")
+            continue
+        names.update(f"{safe_name(p.image_id)}__{safe_name(t.label)}.npy" for t in p.targets)
+    return names
+
+
+def _unmatched(s: MapSet, claimed: set[str]) -> list[dict[str, Any]]:
+    """Skip records for the map files of ``s`` that no (image, target) of the dataset names."""
+    prefixes = tuple(c for c in claimed if c.endswith("__"))
+    out = []
+    for path in sorted(s.folder.glob("*.npy")):
+        if path.name in claimed or path.name.startswith(prefixes or ("\0",)):
+            continue
+        image, _, target = path.stem.partition("__")
+        out.append({
+            "model": s.model,
+            "method": s.method,
+            "sample": None,
+            "image_id": decode_name(image),
+            "target": decode_name(target) or None,
+            "reason": f"unmatched map file: {path} matches no (image, target) of the dataset",
+        })
+    return out

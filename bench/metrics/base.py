@@ -52,6 +52,8 @@ class MetricInfo:
     requires: tuple[str, ...]
     aggregate: Literal["mean", "class_mean"]
     description: str = ""
+    # Checks parameter values (raises ValueError); run with the config, before anything runs.
+    check: Callable[[dict[str, Any]], None] | None = None
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -73,6 +75,8 @@ class MetricInfo:
                     f"metric {self.name!r} has no parameter {key!r}{hint} "
                     f"(parameters: {', '.join(self.defaults) or 'none'})"
                 )
+        if self.check is not None:
+            self.check({**self.defaults, **params})
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -94,9 +98,11 @@ def register_metric(
     requires: tuple[str, ...],
     aggregate: Literal["mean", "class_mean"] = "mean",
     description: str = "",
+    check: Callable[[dict[str, Any]], None] | None = None,
 ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
     """Decorate ``score(maps, truth: TruthBatch, **params) -> float tensor B`` (NaN where
-    undefined) to register it under ``name``."""
+    undefined) to register it under ``name``. ``check(params)`` raises ValueError for parameter
+    values out of range; configs run it before anything runs."""
     bad = set(requires) - set(REQUIREMENTS)
     if bad:
         raise ValueError(f"metric {name!r}: unknown requirements {sorted(bad)}")
@@ -104,7 +110,7 @@ def register_metric(
     def add(score: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         METRICS.add(
             name,
-            MetricInfo(name, score, higher_is_better, tuple(requires), aggregate, description),
+            MetricInfo(name, score, higher_is_better, tuple(requires), aggregate, description, check),
         )
         return score
 
@@ -164,11 +170,24 @@ def empty_masks(masks: torch.Tensor) -> torch.Tensor:
     return ~masks.flatten(1).any(dim=1)
 
 
+def without_overflow(pos: torch.Tensor) -> torch.Tensor:
+    """Non-negative ``pos`` (B x N) with each row whose sum could overflow its dtype (peak x N
+    beyond half the largest finite value: a float32 map with values near 3e38) divided by a
+    power of two that brings it back in range. A ratio of two sums over the row is unchanged,
+    and a power of two scales exactly; every other row is multiplied by exactly 1.0, so its
+    scores stay bit-identical. NaN/Inf rows are left as they are (their scores are NaN)."""
+    limit = torch.finfo(pos.dtype).max / 2 / max(pos.shape[1], 1)
+    exponent = torch.ceil(torch.log2(pos.amax(dim=1) / limit)).clamp(min=0)
+    exponent = torch.where(torch.isfinite(exponent), exponent, torch.zeros_like(exponent))
+    return pos * torch.exp2(-exponent)[:, None]
+
+
 def mass_fraction(maps: torch.Tensor, region: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(positive mass inside ``region`` / total positive mass, undefined) per map, summed in
     :func:`work_dtype`. Undefined where the map has no positive mass or a NaN; callers also
-    mark maps holding +-Inf undefined."""
-    pos = maps.flatten(1).to(work_dtype(maps)).clamp(min=0)
+    mark maps holding +-Inf undefined. Maps large enough to overflow the sum are rescaled first
+    (:func:`without_overflow`)."""
+    pos = without_overflow(maps.flatten(1).to(work_dtype(maps)).clamp(min=0))
     total = pos.sum(dim=1)
     inside = torch.where(region.flatten(1), pos, torch.zeros_like(pos)).sum(dim=1)
     undefined = ~(total > 0)  # NaN totals included: the caller marks NaN/Inf maps undefined

@@ -81,13 +81,13 @@ def choose(rows: pd.DataFrame, metrics: list[str], k: int = 4) -> list[tuple[int
     return picks
 
 
-def _config(run_dir: Path):
+def _config(run_dir: Path, allow_code: bool = False):
     from bench.config import parse_config
 
     path = Path(run_dir) / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"{path}: missing; the run's resolved config says how to rebuild its samples")
-    return parse_config(json.loads(path.read_text()), source=str(path))
+    return parse_config(json.loads(path.read_text()), source=str(path), allow_code=allow_code)
 
 
 def _config_data(run_dir: Path) -> dict[str, Any]:
@@ -113,9 +113,11 @@ def _map_folders(run_dir: Path, data: dict[str, Any]) -> dict[tuple[str, str], P
     return folders
 
 
-def collect(run_dir: Path, rows: pd.DataFrame, metrics: list[str], k: int = 4, *, device: str | None = None) -> list[Example]:
+def collect(run_dir: Path, rows: pd.DataFrame, metrics: list[str], k: int = 4, *, device: str | None = None, allow_code: bool = False) -> list[Example]:
     """The chosen examples of a results directory, with a map per (model, method): saved maps
-    where present, recomputed otherwise (see module doc)."""
+    where present, recomputed otherwise (see module doc). A model whose spec runs Python code
+    (``python:``) is rebuilt only with ``allow_code``; otherwise it is an error that names the
+    spec (the results folder may come from someone else)."""
     run_dir = Path(run_dir)
     picks = choose(rows, metrics, k)
     if not picks:
@@ -158,16 +160,16 @@ def collect(run_dir: Path, rows: pd.DataFrame, metrics: list[str], k: int = 4, *
             else:
                 missing.setdefault(model, []).append((ex, method))
     if missing and not data.get("map_sets"):
-        _recompute(run_dir, rows, missing, device)
+        _recompute(run_dir, rows, missing, device, allow_code)
     return examples
 
 
-def _recompute(run_dir: Path, rows: pd.DataFrame, missing: dict[str, list[tuple[Example, str]]], device: str | None) -> None:
+def _recompute(run_dir: Path, rows: pd.DataFrame, missing: dict[str, list[tuple[Example, str]]], device: str | None, allow_code: bool = False) -> None:
     from bench.engine import resolve_device
     from bench.methods import create_method
     from bench.models import load_model
 
-    cfg = _config(run_dir)
+    cfg = _config(run_dir, allow_code)
     from bench.engine import RunError
 
     try:
@@ -180,7 +182,7 @@ def _recompute(run_dir: Path, rows: pd.DataFrame, missing: dict[str, list[tuple[
             if r.output is not None and not (isinstance(r.output, float) and math.isnan(r.output)):
                 outputs[(r.model, r.image_id, r.target)] = int(r.output)
     for model_cfg in cfg.models:
-        bundle = load_model(model_cfg.name, seed=cfg.seed, **model_cfg.params)
+        bundle = load_model(model_cfg.name, seed=cfg.seed, progress=False, **model_cfg.params)
         todo = missing.get(bundle.spec)
         if not todo:
             continue

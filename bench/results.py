@@ -8,9 +8,11 @@
   reliance on context);
 - ``scores.jsonl``: one JSON object per (model, method, image, target): the score rows,
   append-only, one durable write (flush + fsync) per batch;
-- ``skipped.jsonl``: samples or targets not scored, each with the reason;
+- ``skipped.jsonl``: samples or targets not scored, each with the reason (``sample`` null: an
+  image the dataset loader left out itself, e.g. one with no target or a broken record);
 - ``progress.jsonl``: per finished batch, its sample indices and their data digests, written
-  after the batch's rows are durable (what a resumed run trusts);
+  after the batch's rows are durable (what a resumed run trusts); a record with
+  ``loader_drops`` marks a model's loader-drop skip records durable the same way;
 - ``leaderboard.*``: rendered tables, always recomputable from the rows alone;
 - ``.groundbench-results`` (:data:`MARKER`): written when groundbench creates the folder. Only a
   folder holding it is ever deleted by groundbench (``run --fresh``, ``merge --force``), so a

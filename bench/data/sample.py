@@ -1,4 +1,4 @@
-"""The Sample contract every loader produces (DESIGN.md, "Core contracts").
+"""The Sample contract every loader produces (docs/design.md, "Sample").
 
 Coordinates are always x = column, y = row, 0-based pixels; loaders convert into this once, at
 the edge, and nothing downstream converts again.
@@ -9,6 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+
+# The label of a target that stands for "the model's own top prediction": gaze datasets have no
+# class, so their one target per image carries this label, and a model's class map resolves it
+# to every output (the engine then picks the highest logit per image).
+TOP1 = "<top-1>"
 
 
 @dataclass

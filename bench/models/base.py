@@ -1,4 +1,4 @@
-"""Model adapters: a spec string becomes a :class:`ModelBundle` (DESIGN.md, "Model adapter").
+"""Model adapters: a spec string becomes a :class:`ModelBundle` (docs/design.md, "Model adapter").
 
 Spec forms: ``PREFIX:REST`` (``harbor:contextual``, ``torchvision:resnet50``,
 ``python:pkg.mod:factory``) or a bare name (``effnet-lite0``). The prefix (or the bare name)
@@ -14,9 +14,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from bench.data.sample import TOP1
 from bench.registry import Registry
-
-TOP1 = "<top-1>"
 
 
 @dataclass
@@ -76,8 +75,6 @@ def split_spec(spec: str) -> tuple[str, str]:
 
 def load_model(spec: str, *, seed: int = 0, **params: Any) -> ModelBundle:
     """Resolve a model spec; ``params`` are the config's extra keys for that model."""
-    import bench.models.adapters  # noqa: F401  (registers the built-in adapters)
-
     prefix, rest = split_spec(spec)
     try:
         bundle = MODEL_ADAPTERS.get(prefix)(rest, seed=seed, **params)

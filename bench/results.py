@@ -31,6 +31,9 @@ SKIPPED = "skipped.jsonl"
 PROVENANCE = "provenance.json"
 MODELS = "models.json"
 CONFIG = "config.toml"
+CONFIG_JSON = "config.json"
+COLUMNS = "columns.json"
+PROGRESS = "progress.jsonl"
 
 KEY_COLUMNS = ("model", "method", "image_id", "target")
 # Columns that hold names, not numbers: null there reads back as None (e.g. the target of a

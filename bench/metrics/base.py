@@ -1,4 +1,4 @@
-"""Metric metadata and the registry (DESIGN.md, "Metric").
+"""Metric metadata and the registry (docs/design.md, "The metric contract").
 
 The public metric functions (``bench.metrics.pointing_game`` and friends) are plain batched
 tensor functions over ``maps`` BxHxW and bool masks BxHxW. The registry wraps each in a

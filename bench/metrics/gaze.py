@@ -1,4 +1,4 @@
-"""Gaze metrics: how well a map predicts where people look (DESIGN.md, "Gaze").
+"""Gaze metrics: how well a map predicts where people look (docs/design.md, "Metric definitions").
 
 Definitions follow the MIT saliency benchmark's MATLAB code (cvzoya/saliency,
 ``code_forMetrics``: NSS.m, AUC_Judd.m, AUC_shuffled.m, CC.m, KLdiv.m, similarity.m) unless a

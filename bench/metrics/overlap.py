@@ -1,4 +1,4 @@
-"""Overlap and coverage of the object by the map (DESIGN.md, "Overlap and coverage").
+"""Overlap and coverage of the object by the map (docs/design.md, "Metric definitions").
 
 Shared conventions, pinned by tests/test_metrics_overlap.py:
 

@@ -13,7 +13,7 @@ import torch
 from bench.perf.resnet import SPEC as RESNET50_SPEC
 from bench.perf.timing import StageTimer
 
-PIPELINE_TRUTH = ("masks", "boxes", "instances", "context")  # what the COCO-layout folder gives
+PIPELINE_TRUTH = ("masks", "instances", "context")  # what the COCO-layout folder gives
 
 
 def pipeline_metrics() -> list[dict[str, Any]]:

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.registry import param_type_matches
+from bench.registry import check_params
 
 
 DEFAULT_SUITE = "harbor"
@@ -121,13 +121,6 @@ _SCALARS: dict[str, type | tuple[type, ...]] = {
 }
 AUTOCAST = ("none", "bf16")
 _TABLES = ("dataset", "model", "models", "methods", "metrics")
-
-
-def _check_types(source: str, where: str, params: dict[str, Any], defaults: dict[str, Any]) -> None:
-    for key, value in params.items():
-        if key in defaults and not param_type_matches(value, defaults[key]):
-            want = type(defaults[key]).__name__
-            raise _fail(source, f"{where}: parameter {key!r} must be {want}, got {value!r} ({type(value).__name__})")
 
 
 def _fail(source: str, msg: str) -> ConfigError:
@@ -244,7 +237,10 @@ def _check_dataset(source: str, dataset: Component) -> None:
         if key not in known:
             raise _unknown(source, f"[dataset] (loader {dataset.name!r})", key, known)
     defaults = {n: p.default for n, p in params.items() if p.default is not inspect.Parameter.empty}
-    _check_types(source, f"[dataset] (loader {dataset.name!r})", dataset.params, defaults)
+    try:
+        check_params(f"[dataset] (loader {dataset.name!r})", {k: v for k, v in dataset.params.items() if k in defaults}, defaults)
+    except ValueError as exc:
+        raise _fail(source, str(exc)) from exc
 
 
 def _check_models(source: str, models: list[Component]) -> None:
@@ -280,10 +276,12 @@ def _check_metrics(source: str, metrics: list[Component]) -> None:
     for m in metrics:
         try:
             info = METRICS.get(m.name)
-            info.validate_params(m.params)
-        except (KeyError, ValueError) as exc:
+        except KeyError as exc:
             raise _fail(source, f"metric {m.name!r}: {exc}") from exc
-        _check_types(source, f"metric {m.name!r}", m.params, info.defaults)
+        try:
+            info.validate_params(m.params)
+        except ValueError as exc:
+            raise _fail(source, str(exc)) from exc
         label = m.label or m.name
         if label in labels:
             raise _fail(source, f"metric column {label!r} appears twice; give one a 'label'")

@@ -23,7 +23,7 @@ def model_passes(method_name: str, params: dict[str, Any], model: nn.Module, lay
     method = create_method(method_name, **params)
     if method.family == "cam":
         module, _act = resolve_layer(model, params.get("layer") or layer)
-        grads = getattr(method, "uses_gradients", True)
+        grads = method.needs_grad
 
         def cam_passes() -> None:
             kept: list[torch.Tensor] = []

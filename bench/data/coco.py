@@ -18,8 +18,9 @@ Conventions, stated once here:
   unions ``annToMask`` over all of a class's annotations): a crowd region's pixels belong to its
   class's target mask, but it is not an instance and gives no box; a class present only as a
   crowd is still a target. ``"exclude"``: crowd annotations are ignored altogether.
-- ``difficult`` is the pointing-game "difficult" subset (Zhang et al. 2016): the class's total
-  area (pixels of its union mask) is below 1/4 of the image *and* another class is present.
+- COCO has no difficulty annotation (``Target.difficult`` stays False); the pointing game's
+  "difficult" subset is computed per row by the scoring core
+  (:func:`bench.data.annotations.pointing_difficult`).
 - Images with no target (no annotation, or only crowd ones under ``"exclude"``) are skipped
   when ``skip_empty`` (default) and counted in ``dataset.skipped``.
 - ``image_id`` is the COCO image id as a string. Images are in the JSON's ``images`` order;
@@ -40,7 +41,6 @@ from bench.data.annotations import (
     DatasetFormatError,
     box_mask,
     check_image_size,
-    difficult_flags,
     read_json,
     resolve,
     xywh_to_xyxy,
@@ -150,13 +150,6 @@ def class_target(
     )
 
 
-def mark_difficult(targets: list[Target], h: int, w: int) -> list[Target]:
-    areas = [int(np.count_nonzero(t.mask.numpy())) for t in targets]
-    for t, hard in zip(targets, difficult_flags(areas, h * w)):
-        t.difficult = hard
-    return targets
-
-
 class CocoInstances(Dataset):
     """Map-style dataset of :class:`Sample` from a COCO instances JSON (module docstring)."""
 
@@ -228,11 +221,10 @@ class CocoInstances(Dataset):
         per_class: dict[int, list[dict]] = {}
         for ann in anns:
             per_class.setdefault(ann["category_id"], []).append(ann)
-        out = [
+        return [
             class_target(self.category_names[cat_id], [(decode_segmentation(a, h, w), a) for a in per_class[cat_id]], h, w)
             for cat_id in sorted(per_class)
         ]
-        return mark_difficult(out, h, w)
 
 
 @register_dataset("coco")

@@ -9,8 +9,7 @@ Conventions:
   Each segment's ``category_id`` comes from the annotation's ``segments_info``.
 - Every *thing* class present is a :class:`Target`, built as in :mod:`bench.data.coco`: the mask
   is the union of its segments, ``instances`` and ``boxes`` come from its non-crowd segments
-  (boxes from ``segments_info[*].bbox``), the same ``crowd`` policy, the same pointing-game
-  ``difficult`` flag (computed over the thing targets).
+  (boxes from ``segments_info[*].bbox``), the same ``crowd`` policy.
 - *Stuff* is never a target. It becomes context: for a target of class ``c`` the manifest's
   ``context_pairs[c]`` names regions (``boat -> water``), and ``context_regions`` says which
   categories make each region (``water = [sea, river, water-other]``); the region's mask is the
@@ -33,7 +32,7 @@ from bench.data.annotations import (
     check_image_size,
     resolve,
 )
-from bench.data.coco import class_target, mark_difficult, open_coco_root, read_coco_json
+from bench.data.coco import class_target, open_coco_root, read_coco_json
 from bench.data.images import load_image
 from bench.data.manifest import Manifest, optional_manifest
 from bench.data.registry import register_dataset
@@ -178,7 +177,7 @@ class CocoPanoptic(Dataset):
                         context[region] = torch.from_numpy(region_mask)
             parts = [(ids == seg["id"], seg) for seg in per_class[cat_id]]
             out.append(class_target(label, parts, h, w, context))
-        return mark_difficult(out, h, w)
+        return out
 
 
 @register_dataset("coco_panoptic")

@@ -24,7 +24,9 @@ class Target:
     mask: bool HxW, union of the class's instance masks, or of its boxes where only boxes exist.
     instances: bool KxHxW, one mask per instance where the data has them (else None).
     boxes: float Nx4 xyxy pixels (x0, y0 exclusive-right x1, y1), may be empty.
-    difficult: the dataset's own difficult flag (VOC) or the pointing-game "difficult" subset.
+    difficult: the dataset's own difficulty annotation (VOC's ``<difficult>``), False where it
+      has none. Not the pointing game's "difficult" subset, which the scoring core computes per
+      row (:func:`bench.data.annotations.pointing_difficult`).
     context: context-region name -> bool HxW mask (e.g. ``{"water": ...}`` for a boat); only
       regions present in the image, and only pairs named by the dataset's manifest.
     """

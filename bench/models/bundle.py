@@ -189,6 +189,6 @@ def register_imagenet_classifier(model: ImageNetClassifier) -> Callable[..., Mod
         no_rest(model.spec, rest)
         return model.bundle(class_map=class_map, input_size=input_size, pretrained=pretrained)
 
-    load.__doc__ = f"``{model.spec}``: {model.architecture} (see :func:`register_imagenet_classifier`)."
+    load.__doc__ = f"``{model.spec}``: {model.about[0]} (see :func:`register_imagenet_classifier`)."
     MODEL_ADAPTERS.add(model.spec, load)
     return load

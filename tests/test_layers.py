@@ -19,7 +19,7 @@ LAYERS = (
     ("methods", ("bench.methods",)),
     ("metrics", ("bench.metrics",)),
     ("config", ("bench.config",)),
-    ("engine", ("bench.batching", "bench.scoring", "bench.engine", "bench.merge")),
+    ("engine", ("bench.batching", "bench.scoring", "bench.engine", "bench.saved_maps", "bench.merge")),
     ("report", ("bench.report",)),
     ("perf", ("bench.perf",)),
     ("cli", ("bench.cli", "bench.__main__")),

@@ -163,7 +163,7 @@ def collect(run_dir: Path, rows: pd.DataFrame, metrics: list[str], k: int = 4, *
 def _recompute(run_dir: Path, rows: pd.DataFrame, missing: dict[str, list[tuple[Example, str]]], device: str | None) -> None:
     from bench.engine import RunError, methods_of, resolve_device
     from bench.models import load_model
-    from bench.scoring import ModelRun, metric_columns
+    from bench.scoring import ModelRun
 
     cfg = _config(run_dir)
     try:
@@ -181,7 +181,7 @@ def _recompute(run_dir: Path, rows: pd.DataFrame, missing: dict[str, list[tuple[
         todo = missing.get(bundle.spec)
         if not todo:
             continue
-        run = ModelRun.for_model(bundle, methods, metric_columns(cfg.metrics), dev, seed=cfg.seed, autocast=cfg.autocast)
+        run = ModelRun.for_model(bundle, methods, [], dev, seed=cfg.seed, autocast=cfg.autocast)  # maps only, no scores
         bound = dict(run.methods)
         by_method: dict[str, list[Example]] = {}
         for ex, label in todo:

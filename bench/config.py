@@ -27,8 +27,17 @@
 
 Unknown keys, wrong types, and unknown dataset, model adapter, method or metric names are errors
 that name the file and the key, with a did-you-mean suggestion where one is close. So are
-dataset parameters the loader does not take (for loaders with a fixed parameter list). All of
-this is checked before anything runs or is written.
+dataset parameters the loader does not take (for loaders with a fixed parameter list), method and
+metric parameters out of their range, a ``name`` that is not one safe folder name, a negative
+``seed`` and a device groundbench cannot run on. All of this is checked before anything runs or
+is written.
+
+What a config can do: it is data, never evaluated, and the code it can reach is the installed
+code (groundbench and the plug-ins of its entry-point groups) with one exception: a
+``python:package.module:factory`` model spec (also as a ``file:`` spec's ``arch``) imports that
+module and calls the factory, which can do anything. Such a config is refused unless the caller
+allows code (``allow_code``; ``groundbench run --allow-code``), so running a config received
+from someone else runs none of their code unless the command line says so.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.registry import check_params
+from bench.results import check_run_name
 
 
 DEFAULT_SUITE = "harbor"
@@ -89,6 +99,9 @@ class RunConfig:
     save_maps: bool = False
     autocast: str = "none"  # mixed precision for the model passes: "none" or "bf16"
     source: str = "<dict>"
+    # What loading changed and the user should be told (e.g. layout keys --root dropped); not
+    # part of the resolved config.
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as TOML-ready data (what the run writes beside its results)."""
@@ -120,6 +133,7 @@ _SCALARS: dict[str, type | tuple[type, ...]] = {
     "autocast": str,
 }
 AUTOCAST = ("none", "bf16")
+SEED_MAX = 2**63 - 1
 _TABLES = ("dataset", "model", "models", "methods", "metrics")
 
 
@@ -146,11 +160,12 @@ def _component(source: str, where: str, table: Any, key: str = "name") -> Compon
     return Component(name, params, label)
 
 
-def parse_config(data: dict[str, Any], source: str = "<dict>", default_name: str = "run") -> RunConfig:
+def parse_config(data: dict[str, Any], source: str = "<dict>", default_name: str = "run", *, allow_code: bool = False) -> RunConfig:
     """Validate a config's data and resolve it into a :class:`RunConfig`.
 
     Method and metric names and parameters are checked against their registries here, before
-    anything runs, so a typo costs nothing.
+    anything runs, so a typo costs nothing. ``allow_code``: accept model specs that import and
+    run Python code (module docstring); without it they are an error.
     """
     for key in data:
         if key not in _SCALARS and key not in _TABLES:
@@ -169,8 +184,15 @@ def parse_config(data: dict[str, Any], source: str = "<dict>", default_name: str
         raise _fail(source, "'num_workers' must be 0 or more")
     if scalars.get("autocast", "none") not in AUTOCAST:
         raise _fail(source, f"'autocast' must be one of {', '.join(map(repr, AUTOCAST))}, got {scalars['autocast']!r}")
+    if not 0 <= scalars.get("seed", 0) <= SEED_MAX:
+        raise _fail(source, f"'seed' must be an integer in [0, 2**63 - 1], got {scalars['seed']}")
     if "device" in scalars:
         _check_device(source, scalars["device"])
+    name = scalars.get("name", default_name)
+    problem = check_run_name(name)
+    if problem is not None:
+        where = "'name'" if "name" in scalars else f"the run name (from the file name; set 'name' in the config): {name!r}"
+        raise _fail(source, f"{where} {problem}")
 
     if "dataset" not in data:
         raise _fail(source, "missing [dataset] table")
@@ -187,7 +209,7 @@ def parse_config(data: dict[str, Any], source: str = "<dict>", default_name: str
     metrics = [_component(source, f"metrics[{i}]", m) for i, m in enumerate(_list(source, data, "metrics"))]
 
     _check_dataset(source, dataset)
-    _check_models(source, models)
+    _check_models(source, models, allow_code)
     _check_methods(source, methods)
     _check_metrics(source, metrics)
     return RunConfig(
@@ -201,15 +223,21 @@ def parse_config(data: dict[str, Any], source: str = "<dict>", default_name: str
     )
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
 def _check_device(source: str, name: str) -> None:
     if name == "auto":
         return
     import torch
 
     try:
-        torch.device(name)
+        device = torch.device(name)
     except (RuntimeError, ValueError) as exc:
         raise _fail(source, f"'device' must be auto, cpu, cuda, cuda:N or mps, got {name!r}") from exc
+    if device.type not in DEVICE_TYPES:
+        # meta, xla, ...: torch names them, but no score can be computed there.
+        raise _fail(source, f"'device' must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
 
 
 def _list(source: str, data: dict[str, Any], key: str) -> list[Any]:
@@ -243,8 +271,8 @@ def _check_dataset(source: str, dataset: Component) -> None:
         raise _fail(source, str(exc)) from exc
 
 
-def _check_models(source: str, models: list[Component]) -> None:
-    from bench.models.base import MODEL_ADAPTERS, split_spec
+def _check_models(source: str, models: list[Component], allow_code: bool) -> None:
+    from bench.models.base import MODEL_ADAPTERS, spec_runs_code, split_spec
 
     for i, m in enumerate(models):
         prefix, _ = split_spec(m.name)
@@ -252,6 +280,14 @@ def _check_models(source: str, models: list[Component]) -> None:
             MODEL_ADAPTERS.get(prefix)
         except KeyError as exc:
             raise _fail(source, f"models[{i}] spec {m.name!r}: {exc}") from exc
+        code = spec_runs_code(m.name, m.params)
+        if code and not allow_code:
+            raise _fail(
+                source,
+                f"models[{i}]: {code} imports a Python module and calls a function of it, which "
+                "can run any code; a config alone never runs code. If you trust this config, "
+                "allow it on the command line with --allow-code",
+            )
 
 
 def _check_methods(source: str, methods: list[Component]) -> None:
@@ -288,14 +324,30 @@ def _check_metrics(source: str, metrics: list[Component]) -> None:
         labels.add(label)
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+def load_config(
+    path: str | Path,
+    overrides: dict[str, Any] | None = None,
+    *,
+    allow_code: bool = False,
+    root: str | Path | None = None,
+) -> RunConfig:
     """Read a TOML config; ``overrides`` replace top-level keys (and ``dataset`` keys given as
-    ``{"dataset": {...}}``) before validation."""
+    ``{"dataset": {...}}``) before validation.
+
+    ``root`` (``--root``): the dataset in its official layout at ``root``. It replaces
+    ``[dataset] root`` and drops the config's layout keys (the loader's paths relative to the
+    root, e.g. a sample's own ``annotations`` file name), which describe the config's root and
+    not this one; the dropped keys are listed in ``cfg.notes``. ``allow_code``: see
+    :func:`parse_config`."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: config file not found") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"{path}: is a directory, not a config file (give the .toml file)") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc.strerror or exc})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     except UnicodeDecodeError as exc:
@@ -305,4 +357,33 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
             data.setdefault("dataset", {}).update(value)
         else:
             data[key] = value
-    return parse_config(data, source=str(path), default_name=path.stem)
+    notes = []
+    if root is not None:
+        dataset = data.setdefault("dataset", {})
+        if not isinstance(dataset, dict):
+            raise ConfigError(f"{path}: [dataset] must be a table")
+        dropped = [k for k in _layout_keys(dataset.get("name")) if k in dataset]
+        for key in dropped:
+            del dataset[key]
+        dataset["root"] = str(root)
+        if dropped:
+            notes.append(
+                f"--root {root}: reading the dataset's official layout there, so the config's "
+                f"layout keys {', '.join(dropped)} (paths under its own root) are not used"
+            )
+    cfg = parse_config(data, source=str(path), default_name=path.stem, allow_code=allow_code)
+    cfg.notes.extend(notes)
+    return cfg
+
+
+def _layout_keys(dataset_name: Any) -> tuple[str, ...]:
+    """The loader's parameters that are paths inside its root (``layout_keys`` of the factory)."""
+    from bench.data.registry import DATASETS
+
+    if not isinstance(dataset_name, str):
+        return ()
+    try:
+        factory = DATASETS.get(dataset_name)
+    except KeyError:
+        return ()  # parse_config names the unknown loader
+    return tuple(getattr(factory, "layout_keys", ()))

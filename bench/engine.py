@@ -17,10 +17,16 @@ Resume: after a batch's rows are durable its sample indices go to ``progress.jso
 restarted with the same config drops rows of samples not in the progress file from every row
 stream (a batch that was being written when the run died) and continues with the samples not
 yet done, so there is neither a duplicate nor a missing row whatever moment the run was killed
-at. A resumed run
-must have the same config (``num_workers`` and ``output_dir`` aside) and the same code
-(package versions, git commit) as the session that wrote the rows; otherwise it stops before
-touching them.
+at (skip records and the loader's drop records included: a skip is never recorded twice). A
+resumed run must have the same config (``num_workers`` and ``output_dir`` aside) and the same
+code (package versions, git commit) as the session that wrote the rows; otherwise it stops
+before touching them.
+
+Before the results folder is touched, the dataset and every model are loaded and every method is
+checked against every model (:meth:`~bench.methods.AttributionMethod.check_model`), so a missing
+weights file or a misspelled layer leaves nothing behind; the folder is then locked
+(:class:`bench.results.ResultsLock`) for the whole run. A method that fails on every (image,
+target) of a model is reported in :attr:`RunSummary.failed_methods` (the CLI exits non-zero).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import itertools
 import json
 import sys
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -42,13 +49,19 @@ from bench.batching import Prepared, PreparedSamples, collate_prepared
 from bench.config import RunConfig
 from bench.data.registry import load_dataset
 from bench.methods import AttributionMethod, create_method
-from bench.models import load_model
+from bench.models import ModelBundle, load_model
 from bench.scoring import NO_CLOCK, BatchResult, ModelRun, StageClock, metric_columns, score_batch
 from bench.sharding import check_shard, local_device_index
 
 
 class RunError(RuntimeError):
-    """The run cannot go on; rows already written are kept."""
+    """The run cannot go on; rows already written are kept. ``resumable``: the same command
+    can continue the run once the cause is fixed (False where it never can: the folder holds
+    another config's or another version's rows, or is damaged)."""
+
+    def __init__(self, message: str, *, resumable: bool = True):
+        super().__init__(message)
+        self.resumable = resumable
 
 
 @dataclass
@@ -59,6 +72,8 @@ class RunSummary:
     resumed_samples: int = 0
     seconds: float = 0.0
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # One message per (model, method) that failed on every (image, target) it was given.
+    failed_methods: list[str] = field(default_factory=list)
 
 
 BatchScorer = Callable[[ModelRun, Sequence[Prepared]], BatchResult]
@@ -70,9 +85,18 @@ def resolve_device(name: str) -> torch.device:
             return torch.device("cpu")
         # One process per GPU under torchrun / srun: each takes its own local GPU.
         return torch.device("cuda", local_device_index(device_count=torch.cuda.device_count()))
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as exc:
+        raise RunError(f"device {name!r}: not a device name (auto, cpu, cuda, cuda:N or mps)") from exc
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise RunError(f"device {name!r}: groundbench runs on cpu, cuda or mps, not {device.type}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RunError(f"device {name!r} asked for, but CUDA is not available here")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise RunError(f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise RunError(f"device {name!r} asked for, but MPS (Apple GPU) is not available here")
     return device
 
 
@@ -121,7 +145,8 @@ def _check_same_code(out: results.ResultsDir, prov: dict[str, Any]) -> None:
         detail = "; ".join(f"{k}: {before.get(k)!r} then, {now.get(k)!r} now" for k in changed)
         raise RunError(
             f"{out.path} holds rows written by other code ({detail}); resuming would mix them. "
-            "Start it again with --fresh, or use another run name / --out"
+            "Start it again with --fresh, or use another run name / --out",
+            resumable=False,
         )
 
 
@@ -131,22 +156,54 @@ def _check_same_config(cfg: RunConfig, out: results.ResultsDir) -> None:
     if previous.exists() and not _same_run_config(out.config(), resolved):
         raise RunError(
             f"{out.path} holds results of a different config ({previous}); "
-            "a resumed run must use the same config (only num_workers and output_dir may change)"
+            "a resumed run must use the same config (only num_workers and output_dir may change). "
+            "Start it again with --fresh, or use another run name / --out",
+            resumable=False,
         )
 
 
-def _prepare_out_dir(cfg: RunConfig, out: results.ResultsDir, resume: bool, columns: list[dict[str, Any]]) -> dict[str, set[int]]:
-    """The samples already done per model: after dropping unfinished rows from every stream
-    (a resumed run), or none (a new run, whose header is written now)."""
-    if out.path.exists() and out.has_rows():
+@dataclass
+class _Tally:
+    """Per (model, method), the rows scored and the failures recorded, this session and the
+    earlier sessions of a resumed run (what :attr:`RunSummary.failed_methods` is made of)."""
+
+    rows: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    failures: dict[tuple[str, str], list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, scores: Sequence[dict[str, Any]], skipped: Sequence[dict[str, Any]]) -> None:
+        for r in scores:
+            self.rows[(r["model"], r["method"])] += 1
+        for r in skipped:
+            if r.get("method") is not None:
+                self.failures[(r["model"], r["method"])].append(str(r.get("reason")))
+
+    def failed_methods(self) -> list[str]:
+        """A message per (model, method) with failures and not one scored row."""
+        out = []
+        for (model, method), reasons in self.failures.items():
+            if reasons and not self.rows.get((model, method)):
+                first = reasons[0].split(" failed: ", 1)[-1]
+                out.append(
+                    f"method {method!r} failed on every (image, target) of model {model!r} "
+                    f"({len(reasons)} of them); the first failure: {first}"
+                )
+        return out
+
+
+def _prepare_out_dir(cfg: RunConfig, out: results.ResultsDir, resume: bool, done: results.Done, columns: list[dict[str, Any]], tally: _Tally) -> None:
+    """Resume (keep the rows of every stream marked done, drop the rest, and count the kept
+    rows and failures in ``tally``) when a batch is marked done; otherwise start the folder
+    afresh (:meth:`bench.results.ResultsDir.start`: an attempt that finished no batch holds
+    nothing to keep, so it never blocks the next)."""
+    if done.any:
         if not resume:
-            raise RunError(f"{out.path} already holds results; use --resume to continue, or another run name / --out")
+            raise RunError(f"{out.path} already holds results; use --resume to continue, or another run name / --out", resumable=False)
         _check_same_config(cfg, out)
-        done = out.done()
-        out.drop_unfinished(done)
-        return done
-    out.write_header(cfg.to_dict(), columns)
-    return {}
+        # A damaged line in the middle of a rows file raises ValueError here, before any change.
+        kept = out.drop_unfinished(done)
+        tally.add(kept.get(results.SCORE_ROWS.name, []), kept.get(results.SKIP_ROWS.name, []))
+        return
+    out.start(cfg.to_dict(), columns)
 
 
 def run_config(
@@ -159,8 +216,15 @@ def run_config(
     on_batch: Callable[[int], None] | None = None,
     timer: StageClock | None = None,
     scorer: BatchScorer = score_batch,
+    lock: results.ResultsLock | None = None,
 ) -> RunSummary:
     """Run ``cfg``; results go to ``out_dir`` (default ``<cfg.output_dir>/<cfg.name>``).
+
+    Before the results folder is touched, the dataset and every model are loaded and every
+    method is checked against every model, so a missing weights file or a misspelled layer
+    leaves nothing behind. The folder is then locked (:class:`bench.results.ResultsLock`; pass
+    ``lock`` when the caller already holds it) for the whole run: a second process fails at
+    once instead of writing every row twice.
 
     ``on_batch(batch_no)`` is called after each batch's rows are durable. ``timer``, if given,
     is any object whose ``stage(name)`` returns a context manager (e.g.
@@ -180,51 +244,100 @@ def run_config(
         raise RunError(f"{cfg.source}: [dataset] {cfg.dataset.name!r}: {exc}") from exc
     methods = methods_of(cfg)
     columns = metric_columns(cfg.metrics)
+    indices = shard_indices(len(dataset), shard)
+    bundles = [_load_bundle(cfg, m, progress) for m in cfg.models]
+    for bundle in bundles:
+        _check_methods(cfg, bundle, methods, dataset, indices)
+
+    held = lock
+    if held is None:
+        results.check_claimable(out.path)
+        held = results.ResultsLock(out.path).acquire()
+    try:
+        return _run_locked(cfg, out, dataset, methods, columns, indices, bundles, device, resume, shard, progress, on_batch, timer, scorer, t0)
+    finally:
+        if lock is None:
+            held.release()
+
+
+def _load_bundle(cfg: RunConfig, model_cfg: Any, progress: bool) -> ModelBundle:
+    try:
+        return load_model(model_cfg.name, seed=cfg.seed, progress=progress, **model_cfg.params)
+    except (TypeError, KeyError, ValueError, OSError, ImportError, RuntimeError) as exc:
+        # Bad parameters, missing weights, a factory that fails: a message, not a traceback.
+        raise RunError(f"{cfg.source}: model {model_cfg.name!r} cannot be loaded: {type(exc).__name__}: {exc}") from exc
+
+
+def _check_methods(cfg: RunConfig, bundle: ModelBundle, methods: Sequence[tuple[str, AttributionMethod]], dataset: Any, indices: list[int]) -> None:
+    """Every method's parameters against the model (layer names, sizes that depend on the
+    input), on the model input of the first sample that loads."""
+    shape = None
+    probe = PreparedSamples(dataset, bundle.preprocess, indices[:8])
+    for k in range(len(probe)):
+        p = probe[k]
+        if p.input is not None:
+            shape = tuple(p.input.shape)
+            break
+    for label, method in methods:
+        bound = method.with_model_defaults(bundle.target_layer)
+        try:
+            if shape is not None:
+                bound.check_model(bundle.module, shape)
+            else:
+                bound.check_model(bundle.module, (0, 10**9, 10**9))  # layer names still checked
+        except (ValueError, TypeError) as exc:
+            raise RunError(f"{cfg.source}: method {label!r} on model {bundle.spec!r}: {exc}", resumable=False) from exc
+
+
+def _run_locked(cfg, out: results.ResultsDir, dataset, methods, columns, indices, bundles, device, resume, shard, progress, on_batch, timer, scorer, t0) -> RunSummary:
     manifest = getattr(dataset, "manifest", None)
     prov = provenance.collect(cfg.to_dict(), device, manifest)
     prov["shard"] = list(shard) if shard else None
     prov["dataset_size"] = len(dataset)  # lets `groundbench merge` check that shards cover it
-    resuming = out.has_rows()
-    if resuming and resume:
+    done = out.done()
+    if done.any and resume:
         # The config first: a different config is the likelier mistake and the clearer message.
         _check_same_config(cfg, out)
         _check_same_code(out, prov)
     column_info = [c.describe() for c in columns]
-    done = _prepare_out_dir(cfg, out, resume, column_info)
-    summary = RunSummary(out_dir=out.path, resumed_samples=sum(len(v) for v in done.values()))
-    if resuming:
+    tally = _Tally()
+    _prepare_out_dir(cfg, out, resume, done, column_info, tally)
+    summary = RunSummary(out_dir=out.path, resumed_samples=sum(len(v) for v in done.samples.values()))
+    if done.any:
         _keep_session_times(out, prov)
     results.write_json(out / results.PROVENANCE, prov)
     results.write_json(out / results.COLUMNS, column_info)
     models_file = out / results.MODELS
     models_info = json.loads(models_file.read_text()) if models_file.exists() else {}
     clock = timer or NO_CLOCK
+    # Images the loader left out are recorded once per model (as every skip is), by one shard.
+    drops = list(getattr(dataset, "dropped", ()) or ()) if shard is None or shard[0] == 0 else []
 
-    indices = shard_indices(len(dataset), shard)
     with out.open() as writer:
-        for model_cfg in cfg.models:
-            try:
-                bundle = load_model(model_cfg.name, seed=cfg.seed, **model_cfg.params)
-            except (TypeError, KeyError) as exc:
-                raise RunError(f"{cfg.source}: model {model_cfg.name!r}: {exc}") from exc
+        for n, bundle in enumerate(bundles):
+            bundles[n] = None  # freed once this model is done
             models_info[bundle.spec] = {
                 "info": bundle.info,
                 "target_layer": bundle.target_layer,
                 "methods": {label: m.with_model_defaults(bundle.target_layer).describe() for label, m in methods},
             }
             results.write_json(models_file, models_info)
+            if drops and bundle.spec not in done.dropped:
+                writer.commit_drops(bundle.spec, [results.skip_record(bundle.spec, None, str(d.image_id), None, d.reason) for d in drops])
+                summary.skipped += len(drops)
             run = ModelRun.for_model(
                 bundle, methods, columns, device, seed=cfg.seed, autocast=cfg.autocast, clock=clock,
                 maps_dir=out / results.MAPS if cfg.save_maps else None,
             )
-            todo = [i for i in indices if i not in done.get(bundle.spec, set())]
+            todo = [i for i in indices if i not in done.of(bundle.spec)]
             loader = sample_loader(dataset, bundle.preprocess, todo, cfg, device)
-            n_rows, n_skipped = _run_model(run, loader, len(todo), writer, scorer, progress, on_batch)
+            n_rows, n_skipped = _run_model(run, loader, len(todo), writer, scorer, progress, on_batch, tally)
             summary.rows_written += n_rows
             summary.skipped += n_skipped
             summary.models[bundle.spec] = bundle.info
     prov["data"] = out.data_hashes()
     results.write_json(out / results.PROVENANCE, prov)
+    summary.failed_methods = tally.failed_methods()
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -254,7 +367,7 @@ def sample_loader(dataset: Any, preprocess: Callable[[torch.Tensor], torch.Tenso
     )
 
 
-def _run_model(run: ModelRun, loader: DataLoader, total: int, writer: results.BatchWriter, scorer: BatchScorer, show_progress: bool, on_batch: Callable[[int], None] | None) -> tuple[int, int]:
+def _run_model(run: ModelRun, loader: DataLoader, total: int, writer: results.BatchWriter, scorer: BatchScorer, show_progress: bool, on_batch: Callable[[int], None] | None, tally: _Tally) -> tuple[int, int]:
     n_rows = n_skipped = 0
     bar = tqdm(total=total, desc=run.spec, unit="img", disable=not show_progress, file=sys.stderr)
     batches = iter(loader)
@@ -263,13 +376,37 @@ def _run_model(run: ModelRun, loader: DataLoader, total: int, writer: results.Ba
             batch = next(batches, None)
         if batch is None:
             break
-        result = scorer(run, batch)
+        rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for part in same_input_shape(batch):
+            for name, part_rows in scorer(run, part).rows.items():
+                rows[name] += part_rows
+        scores, skipped = rows[results.SCORE_ROWS.name], rows[results.SKIP_ROWS.name]
+        tally.add(scores, skipped)
         with run.clock.stage("write"):
-            writer.commit(run.spec, [p.index for p in batch], [p.digest for p in batch], result.rows)
-        n_rows += len(result.scores)
-        n_skipped += len(result.skipped)
+            writer.commit(run.spec, [p.index for p in batch], [p.digest for p in batch], rows)
+        n_rows += len(scores)
+        n_skipped += len(skipped)
         bar.update(len(batch))
         if on_batch is not None:
             on_batch(batch_no)
     bar.close()
     return n_rows, n_skipped
+
+
+def same_input_shape(batch: Sequence[Prepared]) -> list[Sequence[Prepared]]:
+    """The batch itself when its model inputs stack (one shape: the usual case), else one part
+    per input shape, in order of first appearance, so that a model that takes images at their
+    own size (the harbor nets) can be run on a dataset of mixed sizes. Samples that did not
+    load go with the first part (they only produce skip records)."""
+    if getattr(batch, "inputs", None) is not None:
+        return [batch]
+    parts: dict[Any, list[Prepared]] = {}
+    for p in batch:
+        key = tuple(p.input.shape) if p.input is not None else None
+        parts.setdefault(key, []).append(p)
+    if len(parts) <= 1:
+        return [batch]
+    failed = parts.pop(None, [])
+    groups = list(parts.values())
+    groups[0] = failed + groups[0]
+    return groups

@@ -46,6 +46,7 @@ class Shard:
     provenance: dict[str, Any]
     streams: dict[str, list[dict[str, Any]]]  # row stream name -> committed rows
     done: dict[str, set[int]]
+    dropped: set[str] = field(default_factory=set)  # models whose loader drops are recorded
     digests: dict[str, dict[int, Any]] = field(default_factory=dict)
 
 
@@ -93,20 +94,23 @@ def read_shard(path: Path) -> Shard:
         raise MergeError(f"{path}: not a shard (its provenance has no shard K/N); a single-process run needs no merge")
     k, n = (int(x) for x in shard)
     rd = results.ResultsDir(path)
-    done: dict[str, set[int]] = {}
+    done = rd.done()
     digests: dict[str, dict[int, Any]] = {}
     for rec in rd.progress():
-        done.setdefault(rec["model"], set()).update(int(i) for i in rec["samples"])
         given = rec.get("digests") or [None] * len(rec["samples"])
         digests.setdefault(rec["model"], {}).update(zip((int(i) for i in rec["samples"]), given))
     # Rows of a batch that died before its progress record are not part of the results (a
-    # resumed run would drop and redo them); leave them out here too.
+    # resumed run would drop and redo them); leave them out here too. A record with no sample
+    # (an image the loader left out) is committed by its model's loader-drop mark.
     streams = {
         name: rd.committed_rows(stream, done)
         for name, stream in results.STREAMS.items()
         if rd.stream_path(stream).exists() or stream in (results.SCORE_ROWS, results.SKIP_ROWS)
     }
-    return Shard(path=path, k=k, n=n, config=config, provenance=prov, streams=streams, done=done, digests=digests)
+    return Shard(
+        path=path, k=k, n=n, config=config, provenance=prov, streams=streams,
+        done={m: set(v) for m, v in done.samples.items()}, dropped=set(done.dropped), digests=digests,
+    )
 
 
 def _method_labels(config: dict[str, Any], where: Path) -> list[str]:
@@ -114,7 +118,8 @@ def _method_labels(config: dict[str, Any], where: Path) -> list[str]:
     from bench.methods import create_method
 
     try:
-        cfg = parse_config(config, source=str(where / results.CONFIG_JSON))
+        # Only the method labels are read; no model is built, so no code can run.
+        cfg = parse_config(config, source=str(where / results.CONFIG_JSON), allow_code=True)
     except ConfigError as exc:
         raise MergeError(str(exc)) from exc
     return [m.label or create_method(m.name, **m.params).label for m in cfg.methods]
@@ -124,6 +129,9 @@ def _order_key(model_rank: dict[str, int], method_rank: dict[str, int], batch_si
     unknown = len(method_rank)
 
     def key(row: dict[str, Any]) -> tuple:
+        if row.get("sample") is None:
+            # The loader's drops come first in a model's records, in the order written.
+            return (model_rank[row["model"]], -1, -1, -1)
         sample = int(row["sample"])
         # A skip record of a whole sample or target comes before the method failures of its
         # batch (the engine writes them in that order); its method rank is -1.
@@ -182,18 +190,34 @@ def merge_shards(shard_dirs: Iterable[str | Path], out_dir: str | Path, *, allow
         merged[name] = rows
 
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise MergeError(f"{out} exists and is not empty; choose another -o or pass --force")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        results.check_claimable(out)
+        with results.ResultsLock(out):
+            if any(p.name not in results.KEEP_ON_FRESH for p in out.iterdir()):
+                if not overwrite:
+                    raise MergeError(f"{out} exists and is not empty; choose another -o or pass --force")
+                results.empty_dir(out)  # only a folder groundbench made
+            results.claim_dir(out)
+            _write_merged(out, first, shards, models, merged)
+    except results.ResultsDirError as exc:
+        raise MergeError(str(exc)) from exc
+    n_rows, n_skipped = len(merged.get(results.SCORE_ROWS.name, [])), len(merged.get(results.SKIP_ROWS.name, []))
+    return MergeSummary(out, [s.path for s in shards], rows=n_rows, skipped=n_skipped, missing=missing)
+
+
+def _write_merged(out: Path, first: Shard, shards: list[Shard], models: list[str], merged: dict[str, list[dict[str, Any]]]) -> None:
+    missing = sorted(set(range(first.n)) - {s.k for s in shards})
     for name in (results.CONFIG, results.CONFIG_JSON, results.COLUMNS):
         shutil.copyfile(first.path / name, out / name)
     rd = results.ResultsDir(out)
     for name, rows in merged.items():
         results.write_text(rd.stream_path(name), "".join(results.encode_row(r) + "\n" for r in rows))
     progress = []
+    drops = [r for r in merged.get(results.SKIP_ROWS.name, []) if r.get("sample") is None]
     for m in models:
+        if any(m in s.dropped for s in shards):
+            # As a single run marks them: the loader's drops first, then the model's samples.
+            progress.append({"model": m, "samples": [], "loader_drops": sum(1 for r in drops if r["model"] == m)})
         samples = sorted({i for s in shards for i in s.done.get(m, set())})
         digest = {i: d for s in shards for i, d in s.digests.get(m, {}).items()}
         progress.append({"model": m, "samples": samples, "digests": [digest.get(i) for i in samples]})
@@ -210,8 +234,6 @@ def merge_shards(shard_dirs: Iterable[str | Path], out_dir: str | Path, *, allow
     if "data" in first.provenance:
         prov["data"] = rd.data_hashes()  # the same hash a single run over these samples records
     results.write_json(out / results.PROVENANCE, prov)
-    n_rows, n_skipped = len(merged.get(results.SCORE_ROWS.name, [])), len(merged.get(results.SKIP_ROWS.name, []))
-    return MergeSummary(out, [s.path for s in shards], rows=n_rows, skipped=n_skipped, missing=missing)
 
 
 def _check_complete(s: Shard, models: list[str]) -> None:

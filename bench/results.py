@@ -15,16 +15,32 @@ streams are defined here and nowhere else (docs/design.md, "The results director
   feature registers (:func:`register_stream`);
 - ``progress.jsonl``: per finished batch, its model, sample indices and their data digests,
   written after every stream's rows of that batch are durable. It is the done-mark: a row
-  counts once its (model, sample) is in it;
+  counts once its (model, sample) is in it. A record with ``loader_drops`` marks a model's
+  loader-drop skip records (``sample`` null: an image the dataset loader left out itself, e.g.
+  one with no target or a broken record) durable the same way (:meth:`BatchWriter.commit_drops`);
 - ``maps/`` (``--save-maps``): every scored map, see :mod:`bench.maps_io`;
-- ``leaderboard.*``, ``figures/``, ``report.html``: rendered, always recomputable from the rows.
+- ``leaderboard.*``, ``figures/``, ``report.html``: rendered, always recomputable from the rows;
+- ``.groundbench-results`` (:data:`MARKER`): written when groundbench creates the folder. Only a
+  folder holding it is ever deleted by groundbench (``run --fresh``, ``merge --force``), so a
+  mistyped name or ``--out`` can never remove anything groundbench did not write;
+- ``.groundbench-lock`` (:data:`LOCK`): the file a writing process holds an exclusive
+  ``flock`` on (:class:`ResultsLock`). A second process that wants to write the folder fails at
+  once, naming the holder; the kernel drops the lock when the holder exits, however it exits
+  (SIGKILL included), so a lock is never stale.
 
 Row streams obey one set of rules, so a new stream gets resume, sharding and merging for free:
-every row carries ``model`` (str) and ``sample`` (the dataset index, int); a batch's rows of
-every stream are written before the batch is marked done (:meth:`BatchWriter.commit`); a
-resumed run drops the rows of samples not marked done from every stream
-(:meth:`ResultsDir.drop_unfinished`); a shard writes every stream in its own directory and
-``groundbench merge`` concatenates each in single-run order (:mod:`bench.merge`).
+every row carries ``model`` (str) and ``sample`` (the dataset index, int; null only for a
+loader's drop record); a batch's rows of every stream are written before the batch is marked
+done (:meth:`BatchWriter.commit`); a resumed run drops the rows of samples not marked done from
+every stream (:meth:`ResultsDir.drop_unfinished`), skip records included, so a skip is never
+recorded twice; a shard writes every stream in its own directory and ``groundbench merge``
+concatenates each in single-run order (:mod:`bench.merge`). Rows count only as long as the
+score rows file exists: with ``scores.jsonl`` deleted by hand nothing is done
+(:meth:`ResultsDir.done`), and the run starts over.
+
+A (model, method, image, target) appears in ``scores.jsonl`` at most once; a file with a
+repeated key (two processes that wrote one folder, rows appended by hand) is an error on read
+(:func:`check_unique_keys`), never averaged in.
 
 Rows are JSON lines so that a torn last line (a run killed mid-write) is detectable: it does
 not parse, or it lacks the newline that ends every complete row. Such a tail is dropped on
@@ -37,8 +53,13 @@ import hashlib
 import json
 import math
 import os
+import re
+import secrets
+import socket
+import sys
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -53,6 +74,36 @@ SCORES = "scores.jsonl"
 SKIPPED = "skipped.jsonl"
 PROGRESS = "progress.jsonl"
 MAPS = "maps"
+MARKER = ".groundbench-results"
+LOCK = ".groundbench-lock"
+# Files groundbench keeps when it empties a folder for ``--fresh``: the lock being held.
+KEEP_ON_FRESH = frozenset({LOCK, MARKER})
+
+# A run name is one path component: letters, digits, '.', '_', '-' (not starting with '.' or
+# '-'), at most NAME_MAX characters, so it can never point outside the output folder, hide a
+# folder, read as an option, or exceed a filesystem's 255-byte name limit.
+NAME_MAX = 120
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+
+
+class ResultsDirError(RuntimeError):
+    """A results folder cannot be used as asked (not one groundbench made, or in use)."""
+
+
+def check_run_name(name: object) -> str | None:
+    """Why ``name`` cannot be a run name (see :data:`NAME_MAX`), or None when it can."""
+    if not isinstance(name, str):
+        return f"must be a string, got {name!r}"
+    if not name:
+        return "is empty"
+    if len(name) > NAME_MAX:
+        return f"is {len(name)} characters long; at most {NAME_MAX}"
+    if not _NAME.fullmatch(name):
+        return (
+            f"{name!r} is not one folder name of safe characters (letters, digits, '.', '_', '-', "
+            "not starting with '.' or '-'); put the parent folder in output_dir / --out"
+        )
+    return None
 
 # -- the rows --------------------------------------------------------------------------------------
 
@@ -62,9 +113,10 @@ MAPS = "maps"
 # ``map_invalid``: the map held a NaN or Inf.
 ROW_ID_COLUMNS = ("model", "method", "sample", "image_id", "target", "output", "difficult", "map_invalid")
 KEY_COLUMNS = ("model", "method", "image_id", "target")
-# Columns that hold names, not numbers: null there reads back as None (e.g. the target of a
-# skipped sample); anywhere else null is an undefined score and reads back as NaN.
-TEXT_COLUMNS = frozenset({*KEY_COLUMNS, "reason"})
+# Columns that hold names or indices, not scores: null there reads back as None (e.g. the
+# target of a skipped sample, the sample of an image the loader left out); anywhere else null
+# is an undefined score and reads back as NaN.
+TEXT_COLUMNS = frozenset({*KEY_COLUMNS, "reason", "sample"})
 
 
 def score_row(
@@ -81,9 +133,9 @@ def score_row(
     return row
 
 
-def skip_record(model: str, sample: int, image_id: str, target: str | None, reason: str, method: str | None = None) -> dict[str, Any]:
+def skip_record(model: str, sample: int | None, image_id: str, target: str | None, reason: str, method: str | None = None) -> dict[str, Any]:
     """One ``skipped.jsonl`` record: a sample (``target`` None), a target, or, with ``method``,
-    one method's failure on a target."""
+    one method's failure on a target; ``sample`` None: an image the loader left out."""
     rec = {"model": model, "sample": sample, "image_id": image_id, "target": target, "reason": reason}
     if method is not None:
         rec["method"] = method
@@ -212,6 +264,24 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def check_unique_keys(rows: list[dict[str, Any]], path: Path) -> None:
+    """Refuse score rows in which a (model, method, image_id, target) appears twice: each is one
+    measurement, and a repeated one would be averaged in as if it were another image."""
+    seen: dict[tuple, int] = {}
+    for number, row in enumerate(rows, 1):
+        key = tuple(row.get(k) for k in KEY_COLUMNS)
+        if key in seen:
+            dupes = sum(1 for r in rows if tuple(r.get(k) for k in KEY_COLUMNS) == key)
+            shown = ", ".join(f"{k}={v!r}" for k, v in zip(KEY_COLUMNS, key))
+            raise ValueError(
+                f"{path}: the row ({shown}) appears {dupes} times (rows {seen[key]} and {number}); "
+                "each (model, method, image, target) is one measurement and must appear once. "
+                "Two processes wrote into this folder, or rows were added by hand: run it again "
+                "with --fresh"
+            )
+        seen[key] = number
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (see :func:`write_text`)."""
     write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
@@ -220,13 +290,157 @@ def write_json(path: Path, data: Any) -> None:
 def write_text(path: Path, text: str) -> None:
     """Write atomically: a temporary file, fsynced, then renamed over ``path``, so a reader (or a
     resumed run) sees the old content or the new, never a mix."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """:func:`write_text` for bytes. The temporary file has a name of its own (two writers never
+    share one) and is removed when the write fails (a full or read-only disk leaves nothing)."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "xb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+
+
+# -- the folder itself: marker and lock ---------------------------------------------------------
+
+
+def is_results_dir(folder: Path) -> bool:
+    """The folder holds the marker groundbench writes into every results folder it creates."""
+    return (Path(folder) / MARKER).is_file()
+
+
+def _holds_files(folder: Path) -> bool:
+    return any(p.name not in KEEP_ON_FRESH for p in folder.iterdir())
+
+
+def check_claimable(folder: Path) -> None:
+    """Refuse a ``folder`` that exists, holds files and has no marker: groundbench does not
+    write into (let alone later delete) a folder it did not create. Writes nothing."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ResultsDirError(f"{folder} exists and is not a folder")
+    if folder.is_dir() and not is_results_dir(folder) and _holds_files(folder):
+        raise ResultsDirError(
+            f"{folder} already holds files and is not a groundbench results folder (it has no "
+            f"{MARKER} marker); choose another run name or --out"
+        )
+
+
+def claim_dir(folder: Path) -> None:
+    """Make ``folder`` a results folder: create it (and its parents) if absent and write the
+    marker (after :func:`check_claimable`)."""
+    folder = Path(folder)
+    check_claimable(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not is_results_dir(folder):
+        write_json(folder / MARKER, {"created_by": "groundbench", "created_utc": _now()})
+
+
+def empty_dir(folder: Path) -> None:
+    """Delete everything in a results folder except its marker and lock (``--fresh``). Refuses a
+    folder without the marker: groundbench deletes only what it created."""
+    import shutil
+
+    folder = Path(folder)
+    if not folder.is_dir() or not _holds_files(folder):
+        return
+    if not is_results_dir(folder):
+        raise ResultsDirError(
+            f"refused to empty {folder} (--fresh, --force): it is not a groundbench results folder "
+            f"(no {MARKER} marker), so nothing in it was deleted; remove it yourself if you mean "
+            "to, or choose another run name or --out"
+        )
+    for p in folder.iterdir():
+        if p.name in KEEP_ON_FRESH:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class ResultsLock:
+    """An exclusive lock on a results folder for as long as one process writes it.
+
+    ``acquire`` opens ``<folder>/.groundbench-lock`` and takes ``fcntl.flock(LOCK_EX | LOCK_NB)``
+    on it: a second process fails at once with :class:`ResultsDirError` naming the holder (pid,
+    host, start time and command, which the holder writes into the file). The kernel releases
+    the lock when the holder's file is closed, which it is when the process ends in any way, so
+    a killed run never leaves a stale lock. The lock file is kept (deleting it would let a
+    third process lock a new file while a second still holds the old one). POSIX only: on a
+    system without ``fcntl`` (Windows) the folder is not locked.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK
+        self._fd: int | None = None
+
+    def acquire(self) -> "ResultsLock":
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 4096).decode("utf-8", "replace").strip()
+            os.close(fd)
+            try:
+                info = json.loads(holder)
+                who = f"pid {info.get('pid')} on {info.get('host')}, started {info.get('started_utc')}: {info.get('command')}"
+            except ValueError:
+                who = "another process"
+            raise ResultsDirError(
+                f"{self.folder} is in use by another groundbench process ({who}); two processes "
+                "writing one results folder would write every row twice. Wait for it to finish, "
+                "or use another run name or --out"
+            ) from None
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "started_utc": _now(), "command": " ".join(sys.argv)}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        import fcntl
+
+        try:
+            os.ftruncate(self._fd, 0)
+        except OSError:
+            pass
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self) -> "ResultsLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 # -- the directory ---------------------------------------------------------------------------------
@@ -246,8 +460,14 @@ class ResultsDir:
         return self.path / (STREAMS[stream].file if isinstance(stream, str) else stream.file)
 
     def has_rows(self) -> bool:
-        """Whether a run has started writing here (its score rows exist)."""
+        """Whether a run has started writing here (its score rows file exists)."""
         return (self.path / SCORES).exists()
+
+    def has_score_rows(self) -> bool:
+        """Whether the score rows file holds anything (an attempt that wrote no row leaves an
+        empty one, which never blocks the next)."""
+        path = self.path / SCORES
+        return path.exists() and path.stat().st_size > 0
 
     # -- the header ------------------------------------------------------------------------------
 
@@ -288,36 +508,56 @@ class ResultsDir:
     # -- done-marks ------------------------------------------------------------------------------
 
     def progress(self) -> list[dict[str, Any]]:
-        """The done-marks, in the order written: ``{"model", "samples", "digests"}`` per batch."""
+        """The done-marks, in the order written: ``{"model", "samples", "digests"}`` per batch
+        (``{"model", "samples": [], "loader_drops": n}`` for a model's loader drops)."""
         return read_rows(self.path / PROGRESS)
 
-    def done(self) -> dict[str, set[int]]:
-        """Per model, the samples whose batch finished (every stream's rows durable)."""
-        done: dict[str, set[int]] = defaultdict(set)
+    def done(self) -> "Done":
+        """What is done: per model, the samples whose batch finished (every stream's rows
+        durable), and the models whose loader drops are recorded. Rows are only as done as the
+        score rows file: with ``scores.jsonl`` gone (deleted by hand) nothing is, and the run
+        starts over instead of skipping samples whose rows no longer exist (and recording their
+        skips twice)."""
+        done = Done()
+        if not self.has_rows():
+            return done
         for rec in self.progress():
-            done[rec["model"]].update(int(i) for i in rec["samples"])
+            done.samples[rec["model"]].update(int(i) for i in rec["samples"])
+            if rec.get("loader_drops") is not None:
+                done.dropped.add(rec["model"])
         return done
 
-    def committed_rows(self, stream: RowStream | str, done: Mapping[str, set[int]] | None = None) -> list[dict[str, Any]]:
-        """The rows of ``stream`` that count: those of samples marked done for their model."""
+    def committed_rows(self, stream: RowStream | str, done: "Done | None" = None) -> list[dict[str, Any]]:
+        """The rows of ``stream`` that count: those marked done (:meth:`Done.committed`)."""
         done = self.done() if done is None else done
-        return [r for r in read_rows(self.stream_path(stream)) if int(r["sample"]) in done.get(r["model"], set())]
+        return [r for r in read_rows(self.stream_path(stream)) if done.committed(r)]
 
-    def drop_unfinished(self, done: Mapping[str, set[int]] | None = None) -> int:
-        """Rewrite every stream without the rows of samples not marked done (a batch that was
-        being written when the run died) and without a torn last line. Returns rows dropped."""
+    def drop_unfinished(self, done: "Done | None" = None) -> dict[str, list[dict[str, Any]]]:
+        """Rewrite every stream without the rows not marked done (a batch that was being written
+        when the run died) and without a torn last line. Returns each stream's rows kept. A
+        damaged line in the middle of a file raises ValueError before any file is changed."""
         done = self.done() if done is None else done
-        dropped = 0
-        for stream in STREAMS.values():
-            path = self.stream_path(stream)
-            if not path.exists():
-                continue
-            rows = read_rows(path)
-            keep = [r for r in rows if int(r["sample"]) in done.get(r["model"], set())]
+        read = {s.name: read_rows(self.stream_path(s)) for s in STREAMS.values() if self.stream_path(s).exists()}
+        kept = {}
+        for name, rows in read.items():
+            path = self.stream_path(name)
+            keep = [r for r in rows if done.committed(r)]
             if len(keep) != len(rows) or path.read_bytes()[-1:] not in (b"\n", b""):
                 write_text(path, "".join(encode_row(r) + "\n" for r in keep))
-            dropped += len(rows) - len(keep)
-        return dropped
+            kept[name] = keep
+        return kept
+
+    def start(self, config: Mapping[str, Any], columns: Sequence[Mapping[str, Any]]) -> None:
+        """Begin a run here afresh: claim the folder (:func:`claim_dir`), empty the row streams,
+        the done-marks and the models file an earlier attempt that finished no batch may have
+        left, and write the header. Never call it on a folder with batches done."""
+        claim_dir(self.path)
+        for path in [self.stream_path(s) for s in STREAMS.values()] + [self.path / PROGRESS]:
+            if path.exists():
+                write_text(path, "")
+        if (self.path / MODELS).exists():
+            (self.path / MODELS).unlink()  # facts of an earlier attempt's models
+        self.write_header(config, columns)
 
     def data_hashes(self) -> dict[str, dict[str, Any]]:
         """Per model: how many samples were read and one sha256 over their digests (the model
@@ -340,6 +580,30 @@ class ResultsDir:
     def open(self) -> "BatchWriter":
         """A writer that appends batches to every stream (use as a context manager)."""
         return BatchWriter(self)
+
+
+@dataclass
+class Done:
+    """What ``progress.jsonl`` marks done (:meth:`ResultsDir.done`): per model, the samples whose
+    batch is durable, and the models whose loader drops are recorded."""
+
+    samples: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    dropped: set[str] = field(default_factory=set)
+
+    @property
+    def any(self) -> bool:
+        return any(self.samples.values()) or bool(self.dropped)
+
+    def of(self, model: str) -> set[int]:
+        """The samples done for ``model``."""
+        return self.samples.get(model, set())
+
+    def committed(self, row: Mapping[str, Any]) -> bool:
+        """The row (of any stream) belongs to a batch marked done; a loader's drop record
+        (``sample`` None) to its model's drop mark."""
+        if row.get("sample") is None:
+            return row["model"] in self.dropped
+        return int(row["sample"]) in self.of(row["model"])
 
 
 class BatchWriter:
@@ -365,6 +629,14 @@ class BatchWriter:
         for name in dict.fromkeys((SCORE_ROWS.name, SKIP_ROWS.name, *rows)):
             self._writer(name).write(rows.get(name, ()))
         self._progress.write([{"model": model, "samples": list(samples), "digests": list(digests)}])
+
+    def commit_drops(self, model: str, records: Sequence[dict[str, Any]]) -> None:
+        """Record skip records that belong to no sample (``sample`` None, :func:`skip_record`):
+        the images the dataset loader left out, or for saved maps the map files that match no
+        image; then mark them done for ``model``, so that a resumed run neither loses nor
+        repeats them."""
+        self._writer(SKIP_ROWS.name).write(records)
+        self._progress.write([{"model": model, "samples": [], "loader_drops": len(records)}])
 
     def close(self) -> None:
         for w in self._writers.values():

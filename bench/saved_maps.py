@@ -20,7 +20,12 @@ with one difference: ``output`` (the model output the method attributed) is not 
 and is null here. Both must run the same metric code on the same device type (a
 float32 score can differ in its last bit between CPU and GPU kernels); ``groundbench score``
 also takes the run's batch size from its config, so that even the batches are the run's.
-Targets without a map file are recorded in ``skipped.jsonl``.
+
+Bad maps follow the run's policy, skip and record, and scoring goes on: a target without a map
+file, a map file that cannot be read (not ``.npy``, not numeric, not 2-D, empty) and a map
+file that matches no (image, target) of the dataset each become a record in ``skipped.jsonl``
+naming the file and the reason. Images the dataset loader left out are recorded once per model,
+as a run records them.
 """
 
 from __future__ import annotations
@@ -100,15 +105,20 @@ def find_map_sets(maps_dir: Path) -> list[MapSet]:
 
 def load_map(path: Path, size: tuple[int, int] | None = None) -> torch.Tensor:
     """One saved map as float32 HxW; with ``size``, resized bilinearly to it when it differs
-    (as :func:`bench.scoring.score_maps` resizes every map)."""
+    (as :func:`bench.scoring.score_maps` resizes every map). Raises :class:`ScoreError` for a
+    file that is not a numeric, non-empty H x W array."""
     try:
         arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:
         raise ScoreError(f"{path}: not a readable .npy array ({exc})") from exc
+    if not isinstance(arr, np.ndarray):
+        raise ScoreError(f"{path}: not a single .npy array (an .npz archive?)")
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
-    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
         raise ScoreError(f"{path}: expected a numeric H x W map, got shape {arr.shape} dtype {arr.dtype}")
+    if arr.size == 0:
+        raise ScoreError(f"{path}: the map is empty ({arr.shape[0]} x {arr.shape[1]})")
     t = torch.from_numpy(np.ascontiguousarray(arr)).float()
     return t if size is None else resize_to(t, size)
 
@@ -140,12 +150,21 @@ def score_batch(batch: list[Prepared], map_sets: list[MapSet], columns: list[Met
     rows: list[dict[str, Any]] = []
     for s in map_sets:
         paths = [map_file(s, batch[j.item].image_id, j.target.label) for j in jobs]
-        present = [n for n, p in enumerate(paths) if p.exists()]
-        failures = {(0, n): f"no map file: {paths[n].name}" for n in range(len(jobs)) if n not in set(present)}
+        failures: dict[tuple[int, int], str] = {}
+        present, maps = [], []
+        for n, path in enumerate(paths):
+            if not path.exists():
+                failures[(0, n)] = f"no map file: {path.name}"
+                continue
+            try:
+                maps.append(load_map(path))
+            except ScoreError as exc:
+                failures[(0, n)] = f"map not readable: {exc}"
+                continue
+            present.append(n)
         values = torch.full((1, len(jobs), len(columns) + 1), float("nan"), device=device)
         if present:
             have = [jobs[n] for n in present]
-            maps = [load_map(paths[n]) for n in present]
             # float32 like the run's score table, so that values match its rows bit for bit.
             values[0, present] = core_score_maps(maps, batch, have, columns, device=device)
         host, outputs = to_host(values, None)
@@ -178,7 +197,8 @@ def score_maps(
 
     t0 = time.perf_counter()
     out = Path(out_dir)
-    if (out / results.SCORES).exists():
+    rd = results.ResultsDir(out)
+    if rd.has_score_rows():
         raise ScoreError(f"{out} already holds score rows; choose another --name/--out or delete it")
     sets = find_map_sets(Path(maps_dir))
     if order is not None:
@@ -189,6 +209,15 @@ def score_maps(
     dev = resolve_device(device)
     ds = load_dataset(dataset.name, **dataset.params)
 
+    results.check_claimable(out)
+    with results.ResultsLock(out):
+        if rd.has_score_rows():  # written while we loaded
+            raise ScoreError(f"{out} already holds score rows; choose another --name/--out or delete it")
+        return _score_into(rd, sets, ds, dataset, metrics, columns, dev, name, seed, maps_dir, batch_size, num_workers, t0)
+
+
+def _score_into(rd, sets, ds, dataset, metrics, columns, dev, name, seed, maps_dir, batch_size, num_workers, t0) -> ScoreSummary:
+    out = rd.path
     config = {
         "name": name or out.name,
         "seed": seed,
@@ -198,8 +227,8 @@ def score_maps(
         "metrics": [m.to_dict() for m in metrics],
         "map_sets": [[s.model, s.method, str(s.folder.resolve())] for s in sets],
     }
-    rd = results.ResultsDir(out)
-    rd.write_header(config, [c.describe() for c in columns], provenance.collect(config, dev, getattr(ds, "manifest", None)))
+    rd.start(config, [c.describe() for c in columns])  # an earlier attempt wrote no row
+    results.write_json(out / results.PROVENANCE, provenance.collect(config, dev, getattr(ds, "manifest", None)))
     results.write_json(out / results.MODELS, {s.model: {"info": {}, "maps": str(s.folder.parent)} for s in sets})
 
     summary = ScoreSummary(out, map_sets=sets)
@@ -207,11 +236,48 @@ def score_maps(
     with rd.open() as writer:
         for model in dict.fromkeys(s.model for s in sets):
             model_sets = [s for s in sets if s.model == model]
+            # Images the loader left out, once per model as a run records them.
+            drops = [results.skip_record(model, None, str(d.image_id), None, d.reason) for d in getattr(ds, "dropped", ()) or ()]
+            if drops:
+                writer.commit_drops(model, drops)
+                summary.skipped += len(drops)
+            claimed: set[str] = set()
             loader = DataLoader(prepared, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_prepared)
             for batch in loader:
                 rows, skips = score_batch(batch, model_sets, columns, dev)
+                claimed.update(_claimed_names(batch))
                 writer.commit(model, [p.index for p in batch], [p.digest for p in batch], {results.SCORE_ROWS.name: rows, results.SKIP_ROWS.name: skips})
                 summary.rows_written += len(rows)
                 summary.skipped += len(skips)
+            strays = [r for s in model_sets for r in _unmatched(s, claimed)]
+            if strays:
+                writer.commit_drops(model, strays)
+                summary.skipped += len(strays)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _claimed_names(batch: list[Prepared]) -> set[str]:
+    """Map file names the batch's samples account for: ``<image>__<target>.npy`` of each
+    target, and for a sample that did not load (its targets unknown) its image prefix."""
+    names = set()
+    for p in batch:
+        if p.error is not None:
+            names.add(f"{safe_name(p.image_id)}__")
+            continue
+        names.update(f"{safe_name(p.image_id)}__{safe_name(t.label)}.npy" for t in p.targets)
+    return names
+
+
+def _unmatched(s: MapSet, claimed: set[str]) -> list[dict[str, Any]]:
+    """Skip records for the map files of ``s`` that no (image, target) of the dataset names
+    (``sample`` null: they belong to no sample)."""
+    prefixes = tuple(c for c in claimed if c.endswith("__"))
+    out = []
+    for path in sorted(s.folder.glob("*.npy")):
+        if path.name in claimed or path.name.startswith(prefixes or ("\0",)):
+            continue
+        image, _, target = path.stem.partition("__")
+        reason = f"unmatched map file: {path} matches no (image, target) of the dataset"
+        out.append(results.skip_record(s.model, None, decode_name(image), decode_name(target) or None, reason, method=s.method))
+    return out

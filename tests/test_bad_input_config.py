@@ -135,8 +135,8 @@ def test_config_values_are_data_never_code(tmp_path):
     payload = f"__import__('pathlib').Path({str(marker)!r}).touch()"
     path = tmp_path / "cfg.toml"
     path.write_text(VALID.replace('name = "cfg"', f'name = """{payload}"""'))
-    cfg = load_config(path)
-    assert cfg.name == payload  # a string, kept as such
+    with pytest.raises(ConfigError, match="not one folder name"):
+        load_config(path)  # data: refused as a run name, never run as code
     path.write_text(VALID.replace('name = "gradcam"', f'name = """{payload}"""'))
     with pytest.raises(ConfigError, match="unknown method"):
         load_config(path)

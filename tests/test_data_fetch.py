@@ -420,3 +420,21 @@ def test_cli_fetch_and_verify(server, tmp_path, capsys):
     for name in ("coco2017-val", "voc2007-test", "salicon", "mit1003", "osie", "cat2000"):
         assert name in listing
     assert "INVALID" not in listing
+
+
+@pytest.mark.parametrize("member", [".downloads/fetched.json", "./.downloads/fetched.json", ".DOWNLOADS/fetched.json", ".downloads/toy.tar.gz.extracted.json"])
+def test_an_archive_member_cannot_overwrite_the_download_record(server, tmp_path, member):
+    # Issue 16, item 13: fetched.json holds the sha256 of files with no published hash, which
+    # later fetches and `verify` trust; an archive extracted at the root must not replace it.
+    base, state = server
+    forged = b'{"toy.tar.gz": {"sha256": "forged"}}'
+    blob = tar_bytes({**GOOD, member: forged})
+    state["files"]["/toy.tar.gz"] = blob
+    manifest = load_manifest(archive_manifest(tmp_path, base, blob))
+    root = tmp_path / "root"
+    with pytest.raises(FetchError, match=r"refused: member .* would be written into .*\.downloads"):
+        fetch(manifest, root)
+    record = json.loads((root / DOWNLOADS / "fetched.json").read_text())
+    assert record["toy.tar.gz"]["sha256"] == sha256(blob)
+    assert not (root / "c.txt").exists() and leftovers(root) == []  # nothing extracted
+    assert not (root / ".DOWNLOADS").exists()

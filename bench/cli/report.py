@@ -27,6 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=4,
         help="images in the overlay grid (saved maps where the run has them, else recomputed); 0: no overlays",
     )
+    p.add_argument(
+        "--allow-code",
+        action="store_true",
+        help="let the overlays rebuild models whose spec is python:package.module:factory (runs that code)",
+    )
     p.set_defaults(func=main)
 
 
@@ -38,7 +43,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"error: {d}: not a directory", file=sys.stderr)
             return 2
     try:
-        out = write_report([Path(d) for d in args.results_dirs], Path(args.output), title=args.title, confidence=args.confidence, examples=args.examples)
+        out = write_report([Path(d) for d in args.results_dirs], Path(args.output), title=args.title, confidence=args.confidence, examples=args.examples, allow_code=args.allow_code)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -28,7 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides the config)")
     p.add_argument("--batch-size", type=int, help="override the config's batch size")
     p.add_argument("--num-workers", type=int, help="DataLoader workers for decoding")
-    p.add_argument("--root", help="dataset root directory (overrides [dataset] root)")
+    p.add_argument(
+        "--root",
+        help="dataset root in the dataset's official layout (replaces [dataset] root; the "
+        "config's own layout keys, e.g. a sample's annotations file name, are then not used)",
+    )
     p.add_argument(
         "--shard",
         type=_shard_arg,
@@ -37,8 +40,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "`groundbench merge`",
     )
     p.add_argument("--save-maps", action="store_true", help="also save every map as .npy at original resolution")
-    p.add_argument("--fresh", action="store_true", help="delete earlier results of this run name first")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="delete earlier results of this run name first (only in a folder groundbench created)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (scoring and model training)")
+    p.add_argument(
+        "--allow-code",
+        action="store_true",
+        help="allow python:package.module:factory model specs, which import and run that code "
+        "(without it a config that names one is refused)",
+    )
     p.set_defaults(func=main)
 
 
@@ -52,8 +65,6 @@ def overrides_from(args: argparse.Namespace) -> dict:
         over["output_dir"] = args.out
     if getattr(args, "save_maps", False):
         over["save_maps"] = True
-    if getattr(args, "root", None):
-        over["dataset"] = {"root": args.root}
     return over
 
 
@@ -68,10 +79,12 @@ def main(args: argparse.Namespace) -> int:
 
     path = Path(args.config) if args.config else default_config_path()
     try:
-        cfg = load_config(path, overrides_from(args))
+        cfg = load_config(path, overrides_from(args), allow_code=args.allow_code, root=getattr(args, "root", None))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for note in cfg.notes:
+        print(f"note: {note}", file=sys.stderr)
     out = Path(cfg.output_dir) / cfg.name
     try:
         shard = resolve_shard(args.shard)
@@ -80,23 +93,51 @@ def main(args: argparse.Namespace) -> int:
         return 2
     if shard:
         out = out / shard_dir_name(shard)
-    if args.fresh and out.exists():
-        shutil.rmtree(out)
+    lock = results.ResultsLock(out)
     try:
-        summary = run_config(cfg, out_dir=out, resume=True, shard=shard, progress=not args.no_progress)
-    except (RunError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        scores = out / results.SCORES
-        if scores.exists() and scores.stat().st_size:
-            print(f"rows written so far are kept in {out}; the same command resumes", file=sys.stderr)
-        else:
-            print("no score rows were written", file=sys.stderr)
+        # The lock before anything is written or deleted; --fresh only in a marked folder.
+        if args.fresh and not results.is_results_dir(out):
+            results.empty_dir(out)  # refuses a folder holding files without the marker
+        results.check_claimable(out)
+        lock.acquire()
+        if args.fresh:
+            results.empty_dir(out)
+        summary = run_config(cfg, out_dir=out, resume=True, shard=shard, progress=not args.no_progress, lock=lock)
+        lb = build(out, seed=cfg.seed)
+        text = render_text(lb)
+        write_tables(lb, out, allow_code=args.allow_code)
+    except (RunError, results.ResultsDirError, FileNotFoundError, ValueError, OSError) as exc:
+        print(f"error: {_message(exc)}", file=sys.stderr)
+        if lock.held:
+            print(_kept(out, resumable=getattr(exc, "resumable", not isinstance(exc, ValueError))), file=sys.stderr)
         return 1
-    lb = build(out, seed=cfg.seed)
-    text = render_text(lb)
-    write_tables(lb, out)
+    finally:
+        lock.release()
     print(text)
     print(f"results: {out}  ({summary.rows_written} rows this run, {summary.seconds:.1f} s)")
     if shard:
         print(f"shard {shard[0]}/{shard[1]}: when every shard is done, `groundbench merge {out.parent} -o OUT`")
+    if summary.failed_methods:
+        for msg in summary.failed_methods:
+            print(f"error: {msg}", file=sys.stderr)
+        print(f"the rows of the other methods are kept in {out}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) and exc.filename:
+        # A read-only or full disk, a name too long for the filesystem: say which file and why.
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return str(exc)
+
+
+def _kept(out: Path, resumable: bool) -> str:
+    from bench import results
+
+    scores = out / results.SCORES
+    if not (scores.exists() and scores.stat().st_size):
+        return "no score rows were written"
+    if resumable:
+        return f"rows written so far are kept in {out}; the same command resumes"
+    return f"rows written so far are kept in {out}"

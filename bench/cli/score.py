@@ -4,6 +4,7 @@ or from another tool) through the same metric code as a run, into a results dire
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -78,7 +79,8 @@ def _from_config(path: Path):
     from bench.config import load_config
     from bench.methods import create_method
 
-    cfg = load_config(path)
+    # Only [dataset] and [[metrics]] are used: no model is built, so no code can run.
+    cfg = load_config(path, allow_code=True)
     methods = [m.label or create_method(m.name, **m.params).label for m in cfg.methods]
     return cfg.dataset, list(cfg.metrics), cfg.seed, cfg.batch_size, ([m.name for m in cfg.models], methods)
 
@@ -90,6 +92,8 @@ def main(args: argparse.Namespace) -> int:
     from bench.report.leaderboard import build
     from bench.report.render import render_text
     from bench.report.write import write_tables
+    from bench import results
+    from bench.results import ResultsDirError
     from bench.saved_maps import MAPS_SUBDIR, ScoreError, score_maps
 
     maps_dir = Path(args.maps_dir)
@@ -116,7 +120,10 @@ def main(args: argparse.Namespace) -> int:
         if args.seed is not None:
             seed = args.seed
         base = maps_dir.name if maps_dir.name != MAPS_SUBDIR else maps_dir.parent.name
-        name = args.name or f"scored-{base}"
+        name = args.name or re.sub(r"[^A-Za-z0-9._-]", "_", f"scored-{base}")[: results.NAME_MAX]
+        problem = results.check_run_name(name)
+        if problem is not None:
+            raise ValueError(f"--name {problem}")
         out = Path(args.out) / name
         summary = score_maps(
             maps_dir,
@@ -130,11 +137,15 @@ def main(args: argparse.Namespace) -> int:
             num_workers=args.num_workers,
             order=order,
         )
-    except (ConfigError, ScoreError, RunError, FileNotFoundError, KeyError, ValueError) as exc:
+        lb = build(out, seed=seed)
+        write_tables(lb, out)
+    except (ConfigError, ScoreError, RunError, ResultsDirError, KeyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    lb = build(out, seed=seed)
-    write_tables(lb, out)
+    except OSError as exc:  # a missing dataset file, a full or read-only disk
+        where = f"{exc.filename}: " if exc.filename and str(exc.filename) not in str(exc) else ""
+        print(f"error: {where}{exc.strerror if where else exc}", file=sys.stderr)
+        return 2
     print(render_text(lb))
     print(f"results: {out}  ({summary.rows_written} rows from {len(summary.map_sets)} map sets, {summary.seconds:.1f} s)")
     return 0

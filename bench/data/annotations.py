@@ -19,6 +19,12 @@ class DatasetFormatError(ValueError):
     """A dataset file breaks its format; the message names the file."""
 
 
+def check_limit(limit: object) -> None:
+    """A loader's ``limit`` (keep the first N samples) is None or an integer >= 1."""
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise ValueError(f"limit must be an integer >= 1 (or absent for the whole split), got {limit!r}")
+
+
 def read_json(path: Path) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: annotation file not found")

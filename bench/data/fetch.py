@@ -22,7 +22,10 @@ Guarantees:
   components, symbolic and hard links, and device or FIFO members refuse the whole archive.
   Members are written into a staging folder inside the target and moved into place only once
   the whole archive (and any nested archive) has been extracted; on any failure the staging
-  folder is deleted, so nothing half-extracted is left behind.
+  folder is deleted, so nothing half-extracted is left behind. No member may land in
+  ``<root>/.downloads/`` (compared without regard to case): an archive cannot replace
+  ``fetched.json``, the hash record that later fetches and ``verify`` trust, nor a marker or
+  another download.
 """
 
 from __future__ import annotations
@@ -271,11 +274,26 @@ def _move_tree(staging: Path, dest: Path) -> None:
         os.replace(src, out)
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    """``path`` is ``folder`` or lies under it, compared case-insensitively (a case-insensitive
+    filesystem would write ``.DOWNLOADS/fetched.json`` over the record)."""
+    p = str(path.resolve()).casefold()
+    f = str(folder.resolve()).casefold()
+    return p == f or p.startswith(f.rstrip(os.sep) + os.sep)
+
+
 def safe_extract(
-    archive: Path, dest: Path, *, members: tuple[str, ...] = (), nested: tuple[str, ...] = ()
+    archive: Path,
+    dest: Path,
+    *,
+    members: tuple[str, ...] = (),
+    nested: tuple[str, ...] = (),
+    protect: Path | None = None,
 ) -> list[PurePosixPath]:
     """Extract ``archive`` into ``dest`` under the guarantees in the module docstring; returns
-    the relative paths written (nested archives replaced by their content)."""
+    the relative paths written (nested archives replaced by their content). ``protect``: a
+    folder no member may be written into (the download cache); such an archive is refused
+    whole, before anything reaches ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
     try:
@@ -288,6 +306,13 @@ def safe_extract(
             inner_written = _extract_into(inner_path, inner_path.parent, ())
             inner_path.unlink()
             written = [w for w in written if str(w) != inner] + [parent / w for w in inner_written]
+        if protect is not None:
+            for rel in written:
+                if _inside(dest.joinpath(*rel.parts), protect):
+                    raise FetchError(
+                        f"{archive}: refused: member {str(rel)!r} would be written into {protect}, "
+                        "the download cache and its hash record"
+                    )
         _move_tree(staging, dest)
         return written
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
@@ -382,7 +407,7 @@ def fetch(
             say(f"{entry.path}: already extracted")
         else:
             dest = root / entry.extract_to
-            written = safe_extract(target, dest, members=entry.members, nested=entry.nested)
+            written = safe_extract(target, dest, members=entry.members, nested=entry.nested, protect=root / DOWNLOADS)
             _write_json(_marker(root, entry), {**_extraction_settings(entry, sha),
                                                "files": len(written)})
             result.extracted[entry.path] = len(written)

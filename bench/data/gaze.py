@@ -50,11 +50,11 @@ import torch
 from scipy import ndimage
 from torch.utils.data import Dataset
 
-from bench.data.annotations import DatasetFormatError, read_json
+from bench.data.annotations import DatasetFormatError, check_limit, read_json
 from bench.data.images import image_size, load_gray, load_image
 from bench.data.manifest import Manifest, optional_manifest
 from bench.data.registry import register_dataset
-from bench.data.sample import TOP1, Sample, Target
+from bench.data.sample import TOP1, DroppedImage, Sample, Target
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 MAT_POINT_KEYS = ("fixLocs", "fixations", "fixationPts")
@@ -142,12 +142,22 @@ def points_from_map(fixmap: np.ndarray, threshold: float = 0.0) -> np.ndarray:
     return np.stack([cols, rows], axis=1).astype(np.float32)
 
 
+def mat_v73_message(path: Path) -> str:
+    """What to do with a MATLAB v7.3 file (HDF5 inside), which scipy.io.loadmat cannot read."""
+    return (
+        f"{path}: a MATLAB v7.3 (HDF5) .mat file, which cannot be read here; save it again in "
+        "the v7 format, e.g. in MATLAB: s = load(FILE); save(FILE, '-struct', 's', '-v7')"
+    )
+
+
 def read_mat_points(path: Path) -> tuple[np.ndarray, tuple[int, int]]:
     """Points and (H, W) of a binary fixation-map ``.mat`` (MIT ``fixations``, CAT2000
     ``fixLocs``)."""
     try:
         data = scipy.io.loadmat(path)
-    except (OSError, ValueError, NotImplementedError) as exc:
+    except NotImplementedError as exc:
+        raise DatasetFormatError(mat_v73_message(path)) from exc
+    except (OSError, ValueError) as exc:
         raise DatasetFormatError(f"{path}: cannot read .mat file ({exc})") from exc
     for key in MAT_POINT_KEYS:
         if key in data:
@@ -176,6 +186,7 @@ class GazeDataset(Dataset):
         seed: int = 0,
         skipped: dict[str, int] | None = None,
         missing: dict[str, int] | None = None,
+        dropped: list[DroppedImage] | None = None,
     ):
         if not records:
             raise FileNotFoundError("no gaze images found (check root and split)")
@@ -184,6 +195,7 @@ class GazeDataset(Dataset):
         self.shuffle_images = int(shuffle_images)
         self.seed = int(seed)
         self.skipped = skipped or {}  # images left out, by reason
+        self.dropped = list(dropped or [])  # the same images, each with its reason (recorded by a run)
         self.missing = missing or {}  # images kept without some part of their gaze data
         self.manifest = manifest.to_dict() if manifest is not None else None
         # Points read from per-image files, most recently used last; bounded so that memory
@@ -285,6 +297,7 @@ def _check_split(split: str, allowed: tuple[str, ...], dataset: str) -> None:
 
 
 def _limit(records: list[GazeRecord], limit: int | None) -> list[GazeRecord]:
+    check_limit(limit)
     return records if limit is None else records[: int(limit)]
 
 
@@ -319,9 +332,11 @@ def osie_records(
         raise DatasetFormatError(
             f"{mat}: no 'fixations' variable (not OSIE's fixations.mat)"
         ) from exc
+    except NotImplementedError as exc:
+        raise DatasetFormatError(mat_v73_message(mat)) from exc
     except (OSError, ValueError) as exc:
         raise DatasetFormatError(f"{mat}: cannot read .mat file ({exc})") from exc
-    records, missing = [], 0
+    records, missing, dropped = [], 0, []
     for entry in np.atleast_1d(entries):
         try:
             name = str(entry.img)
@@ -339,16 +354,17 @@ def osie_records(
         path = folder / name
         if not path.is_file():
             missing += 1
+            dropped.append(DroppedImage(Path(name).stem, f"image file not found: {path} (listed in {mat})"))
             continue
         x1 = np.concatenate(xs) if xs else np.zeros(0)
         y1 = np.concatenate(ys) if ys else np.zeros(0)
         # 1-based MATLAB pixel coordinates -> 0-based.
         pts = np.stack([x1 - 1.0, y1 - 1.0], axis=1).astype(np.float32)
         records.append(GazeRecord(image_id=Path(name).stem, image=path, points=pts))
-    return records, {"missing_image": missing}
+    return records, {"missing_image": missing}, dropped
 
 
-@register_dataset("osie")
+@register_dataset("osie", layout_keys=("fixations_file", "stimuli"))
 def osie(
     root: str | Path,
     split: str = "all",
@@ -366,10 +382,11 @@ def osie(
     rest)."""
     _check_split(split, ("all",), "OSIE")
     root = Path(root).expanduser()
-    records, skipped = osie_records(root, fixations_file, stimuli, drop_first_fixation)
+    records, skipped, dropped = osie_records(root, fixations_file, stimuli, drop_first_fixation)
     return GazeDataset(
         _limit(records, limit), blur=OSIE_BLUR, manifest=optional_manifest(manifest),
         shuffle_images=shuffle_images, seed=seed, skipped=skipped,
+        dropped=dropped if limit is None else [],
     )
 
 
@@ -418,7 +435,7 @@ def mit1003_records(
     return records, counts
 
 
-@register_dataset("mit1003")
+@register_dataset("mit1003", layout_keys=("stimuli",))
 def mit1003(
     root: str | Path,
     split: str = "all",
@@ -524,6 +541,8 @@ def read_salicon_mat_points(path: Path, kind: str) -> tuple[np.ndarray, Size | N
         gaze = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)["gaze"]
     except KeyError as exc:
         raise DatasetFormatError(f"{path}: no 'gaze' variable (not a SALICON .mat)") from exc
+    except NotImplementedError as exc:
+        raise DatasetFormatError(mat_v73_message(path)) from exc
     except (OSError, ValueError) as exc:
         raise DatasetFormatError(f"{path}: cannot read .mat file ({exc})") from exc
     chunks = []
@@ -553,7 +572,7 @@ def salicon_mat_records(fixation_dir: Path, image_dir: Path, map_dir: Path | Non
     return records
 
 
-@register_dataset("salicon")
+@register_dataset("salicon", layout_keys=("annotations", "images"))
 def salicon(
     root: str | Path,
     split: str = "val",

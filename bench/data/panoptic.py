@@ -16,10 +16,17 @@ Conventions:
   union of those segments. Only regions present in the image are included. Panoptic segments do
   not overlap, so a context region never contains the object's own pixels. The pairs are data:
   without a manifest there is no context.
+- Images are in the order of the file's ``annotations`` list. Every image of the split is
+  scored or listed in ``dataset.dropped`` with its reason (a run records it in
+  ``skipped.jsonl``): no thing segment (``no targets in this image``), an image without an
+  annotation entry, an entry of an image the file does not list, a broken image record or
+  entry (no ``file_name``, segments without an ``id`` or a known ``category_id``), an image id
+  listed or annotated more than once.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -28,15 +35,22 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from bench.data.annotations import (
+    check_limit,
     DatasetFormatError,
     check_image_size,
     resolve,
 )
-from bench.data.coco import class_target, open_coco_root, read_coco_json
+from bench.data.coco import hashable, check_image_records, class_target, open_coco_root, read_coco_json
 from bench.data.images import load_image
 from bench.data.manifest import Manifest, optional_manifest
 from bench.data.registry import register_dataset
-from bench.data.sample import Sample, Target
+from bench.data.sample import DroppedImage, Sample, Target
+
+
+def _finite_box(box: object) -> bool:
+    return isinstance(box, list) and len(box) == 4 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box
+    )
 
 
 def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
@@ -78,6 +92,7 @@ class CocoPanoptic(Dataset):
         skip_empty: bool = True,
         classes: list[str] | None = None,
     ):
+        check_limit(limit)
         self.root = open_coco_root(root, crowd, "COCO panoptic")
         self.crowd = crowd
         self.annotation_file = resolve(self.root, annotations, f"annotations/panoptic_{split}.json")
@@ -114,21 +129,79 @@ class CocoPanoptic(Dataset):
                     regions[region] = {by_name[n] for n in names}
                 self.context[label] = regions
 
-        infos = {img["id"]: img for img in data["images"]}
+        image_records = check_image_records(data["images"], self.annotation_file)
+        infos = {i: info for i, info, _ in image_records if info is not None}
+        bad_images = {i: problem for i, info, problem in image_records if info is None}
+        entries: dict = {}
+        for ann in data["annotations"]:
+            image_id = ann.get("image_id") if isinstance(ann, dict) else None
+            if hashable(image_id):
+                entries[image_id] = entries.get(image_id, 0) + 1
+        where = str(self.annotation_file)
         self.records: list[tuple[dict, dict]] = []
         self.skipped = {"no_targets": 0}
-        for ann in data["annotations"]:
-            if ann["image_id"] not in infos:
-                raise DatasetFormatError(
-                    f"{self.annotation_file}: annotation for unknown image {ann['image_id']}"
-                )
-            if skip_empty and not any(self._is_target(s) for s in ann["segments_info"]):
-                self.skipped["no_targets"] += 1
-                continue
-            self.records.append((infos[ann["image_id"]], ann))
+        self.dropped: list[DroppedImage] = []
+        reported: set = set()
+
+        def drop(image_id, reason: str) -> None:
+            if image_id not in reported:
+                reported.add(image_id)
+                self.dropped.append(DroppedImage(str(image_id), reason))
+
+        cut = False
+        for position, ann in enumerate(data["annotations"]):
             if limit is not None and len(self.records) >= limit:
+                cut = True
                 break
+            image_id = ann.get("image_id") if isinstance(ann, dict) else None
+            if not hashable(image_id):
+                drop(f"#annotations[{position}]", f"malformed annotation: {where}: annotations[{position}] has no usable 'image_id'")
+            elif image_id in bad_images:
+                drop(image_id, f"malformed image record: {where}: {bad_images[image_id]}")
+            elif image_id not in infos:
+                drop(image_id, f"annotation of an unlisted image: {where}: annotations[{position}] is for image id {image_id!r}, which its 'images' list does not have")
+            elif entries[image_id] > 1:
+                drop(image_id, f"malformed annotation: {where}: image {image_id!r} has {entries[image_id]} entries in 'annotations'; which one holds its segments is unknown")
+            elif (problem := self._entry_problem(ann)) is not None:
+                drop(image_id, f"malformed annotation: {where}: image {image_id!r} (annotations[{position}]): {problem}")
+            elif skip_empty and not any(self._is_target(seg) for seg in ann["segments_info"]):
+                self.skipped["no_targets"] += 1
+                drop(image_id, "no targets in this image")
+            else:
+                reported.add(image_id)
+                self.records.append((infos[image_id], ann))
+        if not cut:  # with `limit`, only the images up to the cut are this run's split
+            for image_id, info, problem in image_records:
+                if image_id in reported:
+                    continue
+                if info is None:
+                    drop(image_id, f"malformed image record: {where}: {problem}")
+                else:
+                    drop(image_id, f"no panoptic annotation: {where}: image {image_id!r} has no entry in 'annotations'")
         self.manifest = manifest.to_dict() if manifest is not None else None
+
+    def image_id(self, index: int) -> str:
+        """The id of sample ``index`` without loading it (names a sample that fails to load)."""
+        return str(self.records[index][0]["id"])
+
+    def _entry_problem(self, ann: dict) -> str | None:
+        """Why an annotation entry cannot be used, or None."""
+        if not isinstance(ann.get("file_name"), str) or not ann["file_name"]:
+            return f"no usable 'file_name' (got {ann.get('file_name')!r})"
+        segs = ann.get("segments_info")
+        if not isinstance(segs, list):
+            return f"'segments_info' is not a list (got {segs!r})"
+        for k, seg in enumerate(segs):
+            if not isinstance(seg, dict):
+                return f"segments_info[{k}] is not an object"
+            if not isinstance(seg.get("id"), int) or isinstance(seg.get("id"), bool):
+                return f"segments_info[{k}] has no integer 'id'"
+            cat = seg.get("category_id")
+            if not hashable(cat) or cat not in self.categories:
+                return f"segment {seg['id']} has unknown category_id {cat!r}"
+            if self.categories[cat]["isthing"] and not seg.get("iscrowd", 0) and not _finite_box(seg.get("bbox")):
+                return f"segment {seg['id']}: 'bbox' must be 4 finite numbers [x, y, w, h], got {seg.get('bbox')!r}"
+        return None
 
     def _is_target(self, seg: dict) -> bool:
         cat = self.categories.get(seg["category_id"])
@@ -154,7 +227,14 @@ class CocoPanoptic(Dataset):
         ids = read_segment_ids(png)
         if ids.shape != (h, w):
             raise DatasetFormatError(f"{png}: size {ids.shape[::-1]} != image size {(w, h)}")
-        return Sample(image=image, image_id=str(info["id"]), targets=self.targets(ann, ids))
+        try:
+            targets = self.targets(ann, ids)
+        except (KeyError, TypeError, IndexError) as exc:  # a record shaped in a way not foreseen
+            raise DatasetFormatError(
+                f"{self.annotation_file}: image {info['id']}: a segment cannot be decoded "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
+        return Sample(image=image, image_id=str(info["id"]), targets=targets)
 
     def targets(self, ann: dict, ids: np.ndarray) -> list[Target]:
         h, w = ids.shape
@@ -180,7 +260,7 @@ class CocoPanoptic(Dataset):
         return out
 
 
-@register_dataset("coco_panoptic")
+@register_dataset("coco_panoptic", layout_keys=("annotations", "masks", "images"))
 def coco_panoptic(
     root: str | Path,
     split: str = "val2017",

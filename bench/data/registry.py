@@ -19,8 +19,16 @@ DatasetFactory = Callable[..., Any]
 DATASETS: Registry[DatasetFactory] = Registry("dataset", "groundbench.datasets")
 
 
-def register_dataset(name: str) -> Callable[[DatasetFactory], DatasetFactory]:
-    return DATASETS.register(name)
+def register_dataset(name: str, *, layout_keys: tuple[str, ...] = ()) -> Callable[[DatasetFactory], DatasetFactory]:
+    """Register a loader factory. ``layout_keys``: its parameters that are paths inside the
+    dataset root (e.g. ``annotations``); ``groundbench run --root`` drops them from a config,
+    since they describe that config's root, and reads the official layout at the new root."""
+
+    def add(factory: DatasetFactory) -> DatasetFactory:
+        factory.layout_keys = tuple(layout_keys)  # type: ignore[attr-defined]
+        return DATASETS.register(name)(factory)
+
+    return add
 
 
 def load_dataset(name: str, **params: Any):

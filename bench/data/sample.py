@@ -68,3 +68,14 @@ class Sample:
     def size(self) -> tuple[int, int]:
         """(H, W) of the original image."""
         return int(self.image.shape[-2]), int(self.image.shape[-1])
+
+
+@dataclass(frozen=True)
+class DroppedImage:
+    """An image of the split that a loader leaves out (no target, a broken record), and why.
+    Loaders list them in ``dataset.dropped``; a run records each in ``skipped.jsonl``, so every
+    image of the split is either scored or counted with its reason. ``reason`` starts with its
+    kind (the footer groups by the text before the first ':') and names the file and record."""
+
+    image_id: str
+    reason: str

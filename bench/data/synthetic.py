@@ -324,6 +324,10 @@ class HarborScenes(Dataset):
             raise ValueError("the harbor test split is balanced by construction; rho does not apply")
         if not 48 <= size <= 256:
             raise ValueError(f"harbor scene size must be in [48, 256], got {size}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"harbor n (the number of scenes) must be an integer >= 1, got {n!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"harbor seed must be an integer >= 0, got {seed!r}")
         self.split, self.n, self.seed, self.rho, self.size = split, int(n), int(seed), rho, int(size)
         self.class_names = list(CLASSES)
         self.manifest = harbor_manifest()

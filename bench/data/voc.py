@@ -33,11 +33,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from bench.data.annotations import DatasetFormatError, box_mask, check_image_size
+from bench.data.annotations import DatasetFormatError, box_mask, check_image_size, check_limit
 from bench.data.images import load_image
 from bench.data.manifest import Manifest, optional_manifest
 from bench.data.registry import register_dataset
-from bench.data.sample import Sample, Target
+from bench.data.sample import DroppedImage, Sample, Target
 
 DIFFICULT_OBJECT_POLICIES = ("torchray", "include", "exclude")
 
@@ -97,6 +97,7 @@ class VocDetection(Dataset):
     ):
         if difficult_objects not in DIFFICULT_OBJECT_POLICIES:
             raise ValueError(f"difficult_objects must be one of {DIFFICULT_OBJECT_POLICIES}")
+        check_limit(limit)
         self.root = find_voc_root(Path(root).expanduser(), year)
         self.difficult_objects = difficult_objects
         split_file = self.root / "ImageSets" / "Main" / f"{split}.txt"
@@ -106,14 +107,21 @@ class VocDetection(Dataset):
         manifest_classes = (manifest.raw.get("classes") if manifest is not None else None) or []
         self.records: list[tuple[str, dict]] = []
         self.skipped = {"no_targets": 0}
+        self.dropped: list[DroppedImage] = []  # images left out, with the reason (a run records them)
         seen: set[str] = set()
+        listed: set[str] = set()
         for image_id in ids:
+            if image_id in listed:  # one image twice in the split list would be scored twice
+                self.dropped.append(DroppedImage(image_id, f"duplicate image id: {split_file}: {image_id!r} is listed more than once; scored once"))
+                continue
+            listed.add(image_id)
             ann = parse_annotation(self.root / "Annotations" / f"{image_id}.xml")
             seen.update(o["name"] for o in ann["objects"])
             if classes is not None:
                 ann["objects"] = [o for o in ann["objects"] if o["name"] in classes]
             if skip_empty and not self._grouped(ann["objects"]):
                 self.skipped["no_targets"] += 1
+                self.dropped.append(DroppedImage(image_id, "no targets in this image"))
                 continue
             self.records.append((image_id, ann))
             if limit is not None and len(self.records) >= limit:

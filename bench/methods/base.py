@@ -52,7 +52,11 @@ class AttributionMethod(abc.ABC):
 
     A subclass states only the ``defaults`` and ``choices`` that differ from its parent's: they
     are merged with the parent's at class creation (the parent's keys first, in their order).
-    Parameters are checked by :func:`bench.registry.check_params`, the one validator.
+    Parameters are checked when the method is made (names, types and choices by
+    :func:`bench.registry.check_params`, the one validator; each method's ranges in
+    :meth:`validate`), and against a loaded model before a run scores anything
+    (:meth:`check_model`: layer names, sizes that depend on the input), so a setting that would
+    fail on every row never gets that far.
     """
 
     name: ClassVar[str] = ""
@@ -75,6 +79,30 @@ class AttributionMethod(abc.ABC):
         check_params(f"method {self.name!r}", params, self.defaults, choices=self.choices, error=MethodConfigError)
         self.user_params = dict(params)
         self.params = {**self.defaults, **params}
+        if self.params.get("internal_batch_size") is not None:  # None: the library's own default
+            self.require("internal_batch_size", self.params["internal_batch_size"] >= 1, ">= 1")
+        self.validate()
+
+    def validate(self) -> None:
+        """Check parameter ranges (raise :class:`MethodConfigError`); called on construction.
+        Subclasses whose parameters have ranges override it."""
+
+    def require(self, key: str, ok: bool, rule: str) -> None:
+        """Raise :class:`MethodConfigError` naming ``key``, its value and the ``rule`` it breaks
+        unless ``ok``."""
+        if not ok:
+            raise MethodConfigError(f"method {self.name!r} parameter {key!r} must be {rule}, got {self.params[key]!r}")
+
+    def check_model(self, model: nn.Module, input_shape: Sequence[int]) -> None:
+        """Check the parameters against the model they will run on, whose inputs have
+        ``input_shape`` (C x H x W): a named ``layer`` must exist (with a did-you-mean).
+        Raises :class:`MethodConfigError`. Subclasses add their own model-dependent checks."""
+        layer = self.params.get("layer")
+        if "layer" in self.defaults and isinstance(layer, str) and layer:
+            try:
+                resolve_layer(model, layer)
+            except ValueError as exc:
+                raise MethodConfigError(f"method {self.name!r} parameter 'layer': {exc}") from exc
 
     # -- identity -------------------------------------------------------------------------
     @property

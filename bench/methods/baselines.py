@@ -17,6 +17,9 @@ class CenterPrior(AttributionMethod):
     defaults = {"sigma": 0.25}
     description = "Gaussian centre prior (the gaze field's standard baseline)"
 
+    def validate(self) -> None:
+        self.require("sigma", 0 < self.params["sigma"] < float("inf"), "a finite number > 0")
+
     def attribute(self, model, inputs, targets, *, seeds=None):
         b, _, h, w = inputs.shape
         ys = (torch.arange(h, device=inputs.device, dtype=torch.float32) + 0.5) / h - 0.5
@@ -50,6 +53,9 @@ class RandomMap(AttributionMethod):
     stochastic = True
     defaults = {"cell": 8}
     description = "seeded random map (chance level)"
+
+    def validate(self) -> None:
+        self.require("cell", self.params["cell"] >= 1, "an integer >= 1")
 
     def attribute(self, model, inputs, targets, *, seeds=None):
         b, _, h, w = inputs.shape

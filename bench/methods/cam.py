@@ -29,6 +29,10 @@ class CAM(CAMMethod):
     defaults = {"fc": None}
     description = "CAM (Zhou et al., CVPR 2016): final linear weights x activations; GAP+linear heads"
 
+    def check_model(self, model, input_shape) -> None:
+        super().check_model(model, input_shape)
+        _linear_layer(model, self.params.get("fc"))
+
     def combine(self, model, inputs, targets, acts, grads, logits):
         fc = _linear_layer(model, self.params.get("fc"))
         if fc.in_features != acts.shape[1]:

@@ -85,6 +85,11 @@ class SmoothGrad(GradientMethod):
     defaults = {"n_samples": 32, "noise_level": 0.15, "reduce": "abs_max", "internal_batch_size": 64}
     description = "SmoothGrad (Smilkov et al., 2017): gradients averaged over noisy copies; seeded per image"
 
+    def validate(self) -> None:
+        self.require("n_samples", self.params["n_samples"] >= 1, "an integer >= 1")
+        level = self.params["noise_level"]
+        self.require("noise_level", level >= 0 and np.isfinite(level), "a finite number >= 0")
+
     def attributions(self, model, inputs, targets, *, seeds=None):
         n = int(self.params["n_samples"])
         if n < 1:
@@ -157,6 +162,11 @@ class IntegratedGradients(GradientMethod):
     }
     choices = {"method": ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")}
     description = "Integrated Gradients (Sundararajan et al., ICML 2017); constant baseline; channels by sum |a|"
+
+    def validate(self) -> None:
+        least = 2 if self.params["method"] == "riemann_trapezoid" else 1
+        self.require("steps", self.params["steps"] >= least, f"an integer >= {least} (method {self.params['method']!r})")
+        self.require("baseline", np.isfinite(self.params["baseline"]), "a finite number")
 
     def attributions(self, model, inputs, targets, *, seeds=None):
         alphas, weights = ig_alphas(int(self.params["steps"]), self.params["method"])

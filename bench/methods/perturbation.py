@@ -4,6 +4,8 @@ gradient-free; cost grows with the number of perturbed inputs, which run batched
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -41,6 +43,20 @@ class Occlusion(AttributionMethod):
     family = "perturbation"
     defaults = {"window": 16, "stride": 8, "baseline": 0.0, "internal_batch_size": 64}
     description = "occlusion (Zeiler & Fergus, ECCV 2014): logit drop under a sliding patch"
+
+    def validate(self) -> None:
+        self.require("window", self.params["window"] >= 1, "an integer >= 1")
+        self.require("stride", self.params["stride"] >= 1, "an integer >= 1")
+        self.require("baseline", math.isfinite(self.params["baseline"]), "a finite number")
+
+    def check_model(self, model, input_shape) -> None:
+        super().check_model(model, input_shape)
+        side = min(int(input_shape[-2]), int(input_shape[-1]))
+        if self.params["window"] > side:
+            raise MethodConfigError(
+                f"method 'occlusion' parameter 'window' must be at most the model input's side "
+                f"({'x'.join(map(str, input_shape[-2:]))} px), got {self.params['window']}"
+            )
 
     @torch.no_grad()
     def attribute(self, model, inputs, targets, *, seeds=None):
@@ -89,6 +105,12 @@ class RISE(AttributionMethod):
     family = "perturbation"
     stochastic = True
     defaults = {"n_masks": 1000, "cell": 32, "p": 0.5, "softmax": True, "internal_batch_size": 64}
+
+    def validate(self) -> None:
+        self.require("n_masks", self.params["n_masks"] >= 1, "an integer >= 1")
+        self.require("cell", self.params["cell"] >= 1, "an integer >= 1")
+        self.require("p", 0 < self.params["p"] <= 1, "in (0, 1]")
+
     description = "RISE (Petsiuk et al., BMVC 2018): score-weighted random masks; seeded per image"
 
     @torch.no_grad()

@@ -98,6 +98,9 @@ class AttentionRollout(RolloutMethod):
     choices = {"head_fusion": ("mean", "max", "min")}
     description = "attention rollout (Abnar & Zuidema, ACL 2020); class-agnostic; ViT-style models"
 
+    def validate(self) -> None:
+        self.require("discard_ratio", 0.0 <= self.params["discard_ratio"] < 1.0, "in [0, 1)")
+
     @torch.no_grad()
     def attribute(self, model, inputs, targets, *, seeds=None):
         _, attns = self._forward(model, inputs, grad=False)

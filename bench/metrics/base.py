@@ -155,8 +155,10 @@ class MapStats:
 
     @cached_property
     def positive(self) -> torch.Tensor:
-        """B x HW: the maps' positive part in :func:`work_dtype` (NaN stays NaN)."""
-        return self.maps.flatten(1).to(work_dtype(self.maps)).clamp(min=0)
+        """B x HW: the maps' positive part in :func:`work_dtype` (NaN stays NaN), each map whose
+        sum could overflow rescaled by a power of two (:func:`without_overflow`; every other map
+        is multiplied by exactly 1.0)."""
+        return without_overflow(self.maps.flatten(1).to(work_dtype(self.maps)).clamp(min=0))
 
     @cached_property
     def positive_total(self) -> torch.Tensor:
@@ -184,6 +186,8 @@ class MetricInfo:
     aggregate: Literal["mean", "class_mean"]
     description: str = ""
     alias_of: str | None = None
+    # Checks parameter values (raises ValueError); run with the config, before anything runs.
+    check: Callable[[dict[str, Any]], None] | None = None
 
     @property
     def uses_stats(self) -> bool:
@@ -199,6 +203,12 @@ class MetricInfo:
 
     def validate_params(self, params: dict[str, Any]) -> None:
         check_params(f"metric {self.name!r}", params, self.defaults)
+
+        if self.check is not None:
+            try:
+                self.check({**self.defaults, **params})
+            except ValueError as exc:
+                raise ValueError(f"metric {self.name!r}: {exc}") from exc
 
     def score(
         self,
@@ -246,9 +256,11 @@ def register_metric(
     requires: tuple[str, ...],
     aggregate: Literal["mean", "class_mean"] = "mean",
     description: str = "",
+    check: Callable[[dict[str, Any]], None] | None = None,
 ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
     """Decorate a metric function ``fn(maps, *required, **params) -> B`` (module doc) to
-    register it under ``name``; ``fn`` itself is returned unchanged."""
+    register it under ``name``; ``fn`` itself is returned unchanged. ``check(params)`` raises
+    ValueError for parameter values out of range; configs run it before anything runs."""
     bad = set(requires) - set(REQUIREMENTS)
     if bad:
         raise ValueError(f"metric {name!r}: unknown requirements {sorted(bad)} (known: {', '.join(REQUIREMENTS)})")
@@ -259,7 +271,7 @@ def register_metric(
         ]
         if len(positional) < 1 + len(requires):
             raise ValueError(f"metric {name!r}: {fn.__name__} must take maps and then one argument per requirement {requires}")
-        METRICS.add(name, MetricInfo(name, fn, higher_is_better, tuple(requires), aggregate, description))
+        METRICS.add(name, MetricInfo(name, fn, higher_is_better, tuple(requires), aggregate, description, check=check))
         return fn
 
     return add
@@ -269,7 +281,7 @@ def register_alias(name: str, of: str, description: str) -> MetricInfo:
     """Register ``name`` as another name for the registered metric ``of``: the same function and
     metadata (so the same number), under its own name in configs and tables."""
     base = METRICS.get(of)
-    info = MetricInfo(name, base.fn, base.higher_is_better, base.requires, base.aggregate, description, alias_of=of)
+    info = MetricInfo(name, base.fn, base.higher_is_better, base.requires, base.aggregate, description, alias_of=of, check=base.check)
     METRICS.add(name, info)
     return info
 
@@ -336,10 +348,23 @@ def empty_masks(masks: torch.Tensor) -> torch.Tensor:
     return ~masks.flatten(1).any(dim=1)
 
 
+def without_overflow(pos: torch.Tensor) -> torch.Tensor:
+    """Non-negative ``pos`` (B x N) with each row whose sum could overflow its dtype (peak x N
+    beyond half the largest finite value: a float32 map with values near 3e38) divided by a
+    power of two that brings it back in range. A ratio of two sums over the row is unchanged,
+    and a power of two scales exactly; every other row is multiplied by exactly 1.0, so its
+    scores stay bit-identical. NaN/Inf rows are left as they are (their scores are NaN)."""
+    limit = torch.finfo(pos.dtype).max / 2 / max(pos.shape[1], 1)
+    exponent = torch.ceil(torch.log2(pos.amax(dim=1) / limit)).clamp(min=0)
+    exponent = torch.where(torch.isfinite(exponent), exponent, torch.zeros_like(exponent))
+    return pos * torch.exp2(-exponent)[:, None]
+
+
 def mass_fraction(maps: torch.Tensor, region: torch.Tensor, stats: MapStats | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(positive mass inside ``region`` / total positive mass, undefined) per map, summed in
     :func:`work_dtype` (``stats``: the shared intermediates of ``maps``). Undefined where the map
-    has no positive mass or a NaN; callers also mark maps holding +-Inf undefined."""
+    has no positive mass or a NaN; callers also mark maps holding +-Inf undefined. Maps large
+    enough to overflow the sum are rescaled first (:attr:`MapStats.positive`)."""
     stats = stats if stats is not None else MapStats(maps)
     total = stats.positive_total
     inside = stats.positive_inside(region)

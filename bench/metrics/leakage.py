@@ -20,6 +20,7 @@ from bench.metrics.base import (
     nonfinite_maps,
     positive_mass,
     register_metric,
+    without_overflow,
     work_dtype,
 )
 from bench.metrics.ranking import count_true
@@ -93,11 +94,12 @@ def density_ratio(maps: torch.Tensor, object_masks: torch.Tensor, context_masks:
     as a registered score (a mean over rows cannot hold +inf) that row is undefined, NaN, and
     counted by the leaderboard, while leakage and context_pointing_rate still score it at their
     worst. NaN where the region or the object mask is empty, the map has no positive mass on either, or
-    the map holds NaN/Inf.
+    the map holds NaN/Inf. Maps large enough to overflow the sums are rescaled first (the ratio
+    does not change).
     """
     region = _region(maps, object_masks, context_masks)
     dt = work_dtype(maps)
-    pos = positive_mass(maps.to(dt))
+    pos = without_overflow(positive_mass(maps.to(dt)).flatten(1)).view(maps.shape)
     n_ctx = count_true(region.flatten(1)).to(dt)
     n_obj = count_true(object_masks.flatten(1)).to(dt)
     mean_ctx = (pos * region).flatten(1).sum(dim=1) / n_ctx.clamp(min=1)

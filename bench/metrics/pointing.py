@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -25,6 +26,7 @@ from bench.metrics.base import (
     requires=("masks",),
     aggregate="class_mean",
     description="argmax within `tolerance` px of the object (TorchRay protocol)",
+    check=lambda params: check_tolerance(params["tolerance"]),
 )
 def pointing_game(
     maps: torch.Tensor, masks: torch.Tensor, tolerance: float = 15.0, *, stats: MapStats | None = None
@@ -38,10 +40,16 @@ def pointing_game(
     is a miss here (the registered metric scores it NaN so it is excluded and counted, never a
     hit). Only a (2r+1)^2 window around each argmax is read, so memory does not grow with the
     image (a 4000x3000 mask costs nothing extra). ``stats``: the maps' shared intermediates.
+
+    ``tolerance`` must be a finite number >= 0 (ValueError otherwise). A tolerance beyond the
+    image diagonal is the diagonal: no two pixel centres are that far apart, so the disk already
+    covers the whole image and the result is the same.
     """
     check_pair(maps, masks)
+    check_tolerance(tolerance)
     stats = stats if stats is not None else MapStats(maps)
     b, h, w = maps.shape
+    tolerance = min(float(tolerance), math.hypot(h, w))
     r = max(0, math.ceil(tolerance) - 1)
     ys, xs = stats.argmax
     # The disk is built in float64 on the host (a few hundred entries): tolerance**2 must not
@@ -56,6 +64,13 @@ def pointing_game(
     window = masks[bidx, rows.clamp(0, h - 1)[:, :, None], cols.clamp(0, w - 1)[:, None, :]]
     hit = (window & inside & disk[None]).flatten(1).any(dim=1)
     return hit & ~stats.invalid
+
+
+def check_tolerance(tolerance: object) -> None:
+    """ValueError unless ``tolerance`` is a finite real number >= 0 (pixels)."""
+    ok = isinstance(tolerance, numbers.Real) and not isinstance(tolerance, bool)
+    if not ok or not math.isfinite(tolerance) or tolerance < 0:
+        raise ValueError(f"pointing game tolerance must be a finite number of pixels >= 0, got {tolerance!r}")
 
 
 @register_metric(

@@ -73,11 +73,37 @@ def split_spec(spec: str) -> tuple[str, str]:
     return (prefix, rest) if sep else (spec, "")
 
 
-def load_model(spec: str, *, seed: int = 0, **params: Any) -> ModelBundle:
-    """Resolve a model spec; ``params`` are the config's extra keys for that model."""
+CODE_PREFIX = "python"
+
+
+def spec_runs_code(spec: str, params: dict[str, Any] | None = None) -> str | None:
+    """The spec that imports and calls Python code named by the config (``python:pkg.mod:f``,
+    directly or as a ``file:`` spec's ``arch``), or None: every other spec runs installed code
+    only. :mod:`bench.config` refuses such a spec unless code is allowed."""
+    prefix, _ = split_spec(spec)
+    if prefix == CODE_PREFIX:
+        return f"model spec {spec!r}"
+    arch = (params or {}).get("arch")
+    if prefix == "file" and isinstance(arch, str) and split_spec(arch)[0] == CODE_PREFIX:
+        return f"the arch {arch!r} of model spec {spec!r}"
+    return None
+
+
+def load_model(spec: str, *, seed: int = 0, progress: bool = True, **params: Any) -> ModelBundle:
+    """Resolve a model spec; ``params`` are the config's extra keys for that model.
+    ``progress``: let an adapter that trains or downloads (``harbor:``) show a progress bar."""
+    import inspect
+
     prefix, rest = split_spec(spec)
+    adapter = MODEL_ADAPTERS.get(prefix)
     try:
-        bundle = MODEL_ADAPTERS.get(prefix)(rest, seed=seed, **params)
+        takes_progress = "progress" in inspect.signature(adapter).parameters
+    except (TypeError, ValueError):
+        takes_progress = False
+    if takes_progress and "progress" not in params:
+        params = {**params, "progress": progress}
+    try:
+        bundle = adapter(rest, seed=seed, **params)
     except TypeError as exc:
         if "keyword argument" not in str(exc):
             raise

@@ -55,7 +55,7 @@ def _rss_probe(cfg_json: str, out_dir: str) -> None:
     from bench.config import parse_config
     from bench.engine import run_config
 
-    summary = run_config(parse_config(json.loads(cfg_json)), out_dir=Path(out_dir), progress=False)
+    summary = run_config(parse_config(json.loads(cfg_json), allow_code=True), out_dir=Path(out_dir), progress=False)
     print(json.dumps({"peak_rss_mb": own_peak_rss_mb(), "rows": summary.rows_written}))
 
 

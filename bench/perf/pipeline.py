@@ -62,7 +62,7 @@ def measure_pipeline(cfg_data: dict[str, Any], out_dir: Path, device: torch.devi
     from bench.config import parse_config
     from bench.engine import run_config
 
-    cfg = parse_config(cfg_data)
+    cfg = parse_config(cfg_data, allow_code=True)  # groundbench's own benchmark configs
     timer = StageTimer(device, sync=sync_stages)
     stamps: list[float] = []
     totals: dict[str, float] = {}

@@ -115,7 +115,7 @@ def find_syncs(cfg_data: dict[str, Any], out_dir: Path) -> SyncCheck:
     from bench import engine, scoring
     from bench.config import parse_config
 
-    cfg = parse_config(cfg_data)
+    cfg = parse_config(cfg_data, allow_code=True)  # groundbench's own benchmark configs
     cuda = engine.resolve_device(cfg.device).type == "cuda"
     detectors: list[SyncDetector] = []
     batches: list[int] = []

@@ -82,10 +82,10 @@ def choose(rows: pd.DataFrame, metrics: list[str], k: int = 4) -> list[tuple[int
     return picks
 
 
-def _config(run_dir: Path):
+def _config(run_dir: Path, allow_code: bool = False):
     from bench.config import parse_config
 
-    return parse_config(_config_data(run_dir), source=str(Path(run_dir) / results.CONFIG_JSON))
+    return parse_config(_config_data(run_dir), source=str(Path(run_dir) / results.CONFIG_JSON), allow_code=allow_code)
 
 
 def _config_data(run_dir: Path) -> dict[str, Any]:
@@ -111,9 +111,11 @@ def _map_folders(run_dir: Path, data: dict[str, Any]) -> dict[tuple[str, str], P
     return folders
 
 
-def collect(run_dir: Path, rows: pd.DataFrame, metrics: list[str], k: int = 4, *, device: str | None = None) -> list[Example]:
+def collect(run_dir: Path, rows: pd.DataFrame, metrics: list[str], k: int = 4, *, device: str | None = None, allow_code: bool = False) -> list[Example]:
     """The chosen examples of a results directory, with a map per (model, method): saved maps
-    where present, recomputed otherwise (see module doc)."""
+    where present, recomputed otherwise (see module doc). A model whose spec runs Python code
+    (``python:``) is rebuilt only with ``allow_code``; otherwise it is an error that names the
+    spec (the results folder may come from someone else)."""
     run_dir = Path(run_dir)
     picks = choose(rows, metrics, k)
     if not picks:
@@ -156,16 +158,16 @@ def collect(run_dir: Path, rows: pd.DataFrame, metrics: list[str], k: int = 4, *
             else:
                 missing.setdefault(model, []).append((ex, method))
     if missing and not data.get("map_sets"):
-        _recompute(run_dir, rows, missing, device)
+        _recompute(run_dir, rows, missing, device, allow_code)
     return examples
 
 
-def _recompute(run_dir: Path, rows: pd.DataFrame, missing: dict[str, list[tuple[Example, str]]], device: str | None) -> None:
+def _recompute(run_dir: Path, rows: pd.DataFrame, missing: dict[str, list[tuple[Example, str]]], device: str | None, allow_code: bool = False) -> None:
     from bench.engine import RunError, methods_of, resolve_device
     from bench.models import load_model
     from bench.scoring import ModelRun
 
-    cfg = _config(run_dir)
+    cfg = _config(run_dir, allow_code)
     try:
         dev = resolve_device(device or cfg.device)
     except RunError:
@@ -177,7 +179,7 @@ def _recompute(run_dir: Path, rows: pd.DataFrame, missing: dict[str, list[tuple[
                 outputs[(r.model, r.image_id, r.target)] = int(r.output)
     methods = methods_of(cfg)
     for model_cfg in cfg.models:
-        bundle = load_model(model_cfg.name, seed=cfg.seed, **model_cfg.params)
+        bundle = load_model(model_cfg.name, seed=cfg.seed, progress=False, **model_cfg.params)
         todo = missing.get(bundle.spec)
         if not todo:
             continue

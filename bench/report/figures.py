@@ -381,9 +381,11 @@ def run_figures(
     *,
     examples: int = 4,
     dpi: int = 110,
+    allow_code: bool = False,
 ) -> tuple[list[RenderedFigure], list[str]]:
     """Every figure that applies to the run, rendered to PNG, and notes on those that could not
-    be drawn (a figure never stops the others)."""
+    be drawn (a figure never stops the others). ``allow_code``: overlays may rebuild models
+    whose spec runs Python code (see :mod:`bench.config`)."""
     from pathlib import Path
 
     from bench.report import examples as ex_mod
@@ -406,7 +408,7 @@ def run_figures(
     if examples > 0:
         def overlays():
             df = rows if rows is not None else load_results(run_dir)[0]
-            chosen = ex_mod.collect(run_dir, df, list(lb.metrics), examples)
+            chosen = ex_mod.collect(run_dir, df, list(lb.metrics), examples, allow_code=allow_code)
             if not chosen:
                 return None
             pairs = list(dict.fromkeys(zip(df["model"], df["method"])))

@@ -57,7 +57,7 @@ class RunReport:
         )
 
     @classmethod
-    def load(cls, path: Path, *, confidence: float = 0.95, n_resamples: int = 2000, examples: int = 4) -> "RunReport":
+    def load(cls, path: Path, *, confidence: float = 0.95, n_resamples: int = 2000, examples: int = 4, allow_code: bool = False) -> "RunReport":
         """Build everything from a results directory's files: leaderboard and breakdown from the
         rows (bootstrap seeded with the run's seed), figures rendered afresh. If the overlays
         cannot be drawn here (dataset or model absent) but the run saved ``figures/overlays.png``,
@@ -70,7 +70,7 @@ class RunReport:
         seed = run_seed(path)
         lb = build(path, confidence=confidence, n_resamples=n_resamples, seed=seed)
         by_class = load_class_cells(path, confidence=confidence, n_resamples=n_resamples, seed=seed)
-        figs, notes = run_figures(lb, path, by_class, examples=examples)
+        figs, notes = run_figures(lb, path, by_class, examples=examples, allow_code=allow_code)
         saved = path / "figures" / "overlays.png"
         if examples > 0 and not any(f.name == "overlays" for f in figs) and saved.exists():
             figs.insert(0, RenderedFigure("overlays", "Overlays as the run drew them (figures/overlays.png); they could not be redrawn here.", saved.read_bytes()))
@@ -225,8 +225,8 @@ def render_report(runs: Sequence[RunReport], title: str = "groundbench report") 
     return render.html_document(title, body)
 
 
-def write_report(paths: Sequence[Path], out: Path, *, title: str | None = None, confidence: float = 0.95, examples: int = 4) -> Path:
-    runs = [RunReport.load(Path(p), confidence=confidence, examples=examples) for p in paths]
+def write_report(paths: Sequence[Path], out: Path, *, title: str | None = None, confidence: float = 0.95, examples: int = 4, allow_code: bool = False) -> Path:
+    runs = [RunReport.load(Path(p), confidence=confidence, examples=examples, allow_code=allow_code) for p in paths]
     if title is None:
         title = "groundbench report: " + ", ".join(_names(runs))
     out = Path(out)

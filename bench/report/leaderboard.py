@@ -38,6 +38,7 @@ def load_results(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     if not scores.exists():
         raise FileNotFoundError(f"{path}: no {results.SCORES} here; is this a groundbench results directory?")
     rows = results.read_rows(scores)
+    results.check_unique_keys(rows, scores)
     columns_file = path / results.COLUMNS
     if not columns_file.exists():
         raise FileNotFoundError(f"{columns_file}: missing; it says how each metric column aggregates")
@@ -58,8 +59,11 @@ def compute(
 
     Subsets: "all", and "difficult" (the pointing-game subset: class area < 1/4 of the image and
     another class present) for metrics that aggregate per class, when any row is difficult.
-    Ranks come from :func:`rank_methods` on the rows every method shares: methods whose
-    difference is not significant at ``alpha`` (Wilcoxon signed-rank) share a rank.
+    Ranks come from :func:`rank_methods` on the rows every method shares, with the cells' seed
+    and number of resamples: rank 1 is the best estimate and every method whose difference from
+    it is not significant at ``alpha`` (paired bootstrap of the difference of the cell's own
+    aggregate, resampling images, Holm-adjusted over the comparisons with the best); later
+    ranks follow the same rule among the methods left.
     """
     cells = []
     if df.empty:
@@ -90,7 +94,7 @@ def compute(
                     )
                     n_def = int(np.isfinite(values).sum())
                     per_method[method] = (est, low, high, n_def, int(len(values) - n_def))
-                ranks = _ranks(sdf, metric, meta, list(per_method), alpha, seed)
+                ranks = _ranks(sdf, metric, meta, list(per_method), alpha, seed, n_resamples)
                 for method, (est, low, high, n, n_undef) in per_method.items():
                     cells.append(
                         {
@@ -110,7 +114,7 @@ def compute(
     return out
 
 
-def _ranks(sdf: pd.DataFrame, metric: str, meta: dict[str, Any], methods: list[str], alpha: float, seed: int) -> dict[str, int]:
+def _ranks(sdf: pd.DataFrame, metric: str, meta: dict[str, Any], methods: list[str], alpha: float, seed: int, n_resamples: int = 2000) -> dict[str, int]:
     if len(methods) < 2:
         return {m: 1 for m in methods}
     # Paired comparisons need the same rows for every method: align on (image, target).
@@ -123,6 +127,7 @@ def _ranks(sdf: pd.DataFrame, metric: str, meta: dict[str, Any], methods: list[s
         aggregate=meta.get("aggregate", "mean"),
         higher_is_better=bool(meta.get("higher_is_better", True)),
         alpha=alpha,
+        n_resamples=n_resamples,
         seed=seed,
     )
     return {r.name: r.rank for r in ranked}
@@ -137,11 +142,25 @@ def build(path: Path, *, confidence: float = 0.95, n_resamples: int = 2000, seed
     models_file = path / results.MODELS
     if models_file.exists():
         facts = {k: v.get("info", {}) for k, v in json.loads(models_file.read_text()).items()}
-    skipped: dict[str, int] = {}
-    for rec in results.read_rows(path / results.SKIPPED):
-        reason = str(rec.get("reason", "unknown")).split(":")[0]
-        skipped[reason] = skipped.get(reason, 0) + 1
+    skipped = skip_counts(results.read_rows(path / results.SKIPPED))
     return Leaderboard(cells, columns, facts, skipped, confidence, title=path.name)
+
+
+def skip_counts(records: list[dict[str, Any]]) -> dict[str, int]:
+    """The "not scored" footer: reason -> count. Records are grouped by the reason's kind (the
+    text before its first ':', e.g. ``sample not loaded``) so that a thousand missing files make
+    one line; a kind whose records all give the same reason shows that whole reason (a method's
+    failure with its error), and a kind with several shows its first reason as an example."""
+    kinds: dict[str, list[str]] = {}
+    for rec in records:
+        reason = str(rec.get("reason", "unknown"))
+        kinds.setdefault(reason.split(":")[0], []).append(reason)
+    out: dict[str, int] = {}
+    for kind, reasons in kinds.items():
+        distinct = set(reasons)
+        label = reasons[0] if len(distinct) == 1 else f"{kind} ({len(distinct)} different reasons; the first: {reasons[0]})"
+        out[label] = len(reasons)
+    return out
 
 
 def model_facts_lines(facts: dict[str, dict[str, Any]]) -> list[str]:

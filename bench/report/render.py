@@ -12,8 +12,10 @@ rendered legend:
   the best estimate and every method not significantly different from it. Bold in Markdown,
   LaTeX and HTML; ``*`` in the terminal.
 - **Tie** (``†``): the method shares its rank with at least one other method; ranks come from
-  :func:`bench.report.stats.rank_methods` (Wilcoxon signed-rank on per-image differences between
-  neighbours in the ordering, p >= alpha means tied).
+  :func:`bench.report.stats.rank_methods`: each rank's leader is the best method not already
+  ranked, and a method shares the leader's rank when a paired bootstrap of the difference of the
+  cell's own estimate (images resampled, BCa, the cells' seed), Holm-adjusted over that
+  leader's comparisons, gives p >= alpha. There is no chaining through neighbours.
 - Arrows give each metric's direction (↑ higher is better, ↓ lower is better).
 
 CSV is the machine-readable form: one line per cell with full precision and the flags above.
@@ -160,8 +162,11 @@ def legend(lb: Leaderboard, best_mark: str = "Bold") -> str:
     return (
         f"Cells: estimate [{conf}% bootstrap CI over images] n = (image, target) rows with a defined value. "
         f"{best_mark}: best (rank 1: the best estimate and every method not significantly different from it). "
-        f"{TIE}: statistical tie (the method shares its rank with another; Wilcoxon signed-rank test "
-        "on per-image differences, p >= 0.05). ↑ higher is better, ↓ lower is better."
+        f"{TIE}: statistical tie (the method shares its rank with another). Rank rule: each rank's leader is the "
+        "best method not yet ranked; a method shares that rank when the difference of the cell's estimate to the "
+        "leader is not significant (paired bootstrap over images, BCa, Holm-adjusted over the leader's "
+        "comparisons, p >= 0.05); every tie is with the leader, never chained through neighbours. "
+        "↑ higher is better, ↓ lower is better."
     )
 
 
@@ -366,7 +371,8 @@ def latex_table(t: Table, lb: Leaderboard) -> str:
     caption = (
         f"{latex_escape(lb.title)}: {latex_escape(t.title)}. Mean [{conf}\\% bootstrap CI over images] and $n$ per cell; "
         f"bold: best (rank 1, including methods not significantly different from the best); "
-        f"$^\\dagger$: statistical tie (shared rank, Wilcoxon signed-rank $p \\geq 0.05$)."
+        f"$^\\dagger$: statistical tie (shares the rank of its leader, the best method not yet ranked: paired bootstrap of the "
+        f"difference over images, BCa, Holm-adjusted, $p \\geq 0.05$)."
     )
     label = f"tab:groundbench-{_slug(lb.title)}-{t.anchor}"
     body = []

@@ -44,7 +44,9 @@ class PairedResult:
 
     difference: aggregate(a) - aggregate(b) on the rows valid for both; low/high: its bootstrap
     CI; p_wilcoxon: two-sided Wilcoxon signed-rank p-value on per-image mean differences;
-    p_bootstrap: two-sided paired-bootstrap p-value; n_rows / n_clusters: what was compared.
+    p_bootstrap: two-sided paired-bootstrap p-value (dual of the percentile CI); p_bca: the
+    same test as the dual of the BCa CI (what the leaderboard's ranks use); n_rows /
+    n_clusters: what was compared.
     """
 
     difference: float
@@ -54,17 +56,21 @@ class PairedResult:
     p_bootstrap: float
     n_rows: int
     n_clusters: int
+    p_bca: float = math.nan
 
 
 @dataclass(frozen=True)
 class RankedMethod:
-    """One leaderboard row: ``rank`` is shared with the row above when the difference to it is
-    not significant; ``p_value`` is that comparison's p-value (NaN for the first row)."""
+    """One leaderboard row (see :func:`rank_methods`): ``rank`` is shared with the leader of its
+    group, the best method not in an earlier group; ``p_value`` is the Holm-adjusted p-value of
+    the comparison with that leader (NaN for a leader, and for methods with no defined value);
+    ``leader`` names it."""
 
     name: str
     estimate: float
     rank: int
     p_value: float
+    leader: str = ""
 
 
 class _ClusterTable:
@@ -102,8 +108,15 @@ class _ClusterTable:
 
     def statistic(self, weights: np.ndarray) -> np.ndarray:
         """Aggregate for each row of ``weights`` (R x G image multiplicities) -> R."""
-        s = weights @ self.sums
-        k = weights @ self.counts
+        return self._from_totals(weights @ self.sums, weights @ self.counts)
+
+    def jackknife(self) -> np.ndarray:
+        """The aggregate with each image left out in turn (G values): the totals minus that
+        image's sums, so no G x G matrix is built."""
+        return self._from_totals(self.sums.sum(axis=0) - self.sums, self.counts.sum(axis=0) - self.counts)
+
+    def _from_totals(self, s: np.ndarray, k: np.ndarray) -> np.ndarray:
+        """Aggregate from per-class sums ``s`` and row counts ``k`` (R x C) -> R."""
         if self.aggregate == "mean":
             total = k.sum(axis=1)
             return np.where(total > 0, s.sum(axis=1) / np.where(total > 0, total, 1.0), np.nan)
@@ -263,16 +276,70 @@ def paired_test(
         p_w = float(scipy.stats.wilcoxon(per_image, zero_method="wilcox").pvalue)
 
     if table.n_clusters < 2:
-        return PairedResult(est, math.nan, math.nan, p_w, math.nan, table.n_rows, table.n_clusters)
+        return PairedResult(est, math.nan, math.nan, p_w, math.nan, table.n_rows, table.n_clusters, math.nan)
     if table.constant:
         # Every resample repeats the same difference: significant unless it is zero.
         p_b = 1.0 if est == 0 else min(1.0, 2.0 / (n_resamples + 1))
-        return PairedResult(est, est, est, p_w, p_b, table.n_rows, table.n_clusters)
+        return PairedResult(est, est, est, p_w, p_b, table.n_rows, table.n_clusters, p_b)
     low, high, dist = table.bootstrap(confidence, n_resamples, seed, method)
     dist = dist[np.isfinite(dist)]
     r = dist.size
     p_b = min(1.0, 2 * min(1 + np.sum(dist <= 0), 1 + np.sum(dist >= 0)) / (r + 1))
-    return PairedResult(est, low, high, p_w, float(p_b), table.n_rows, table.n_clusters)
+    p_bca = bca_p_value(dist, est, table.jackknife())
+    return PairedResult(est, low, high, p_w, float(p_b), table.n_rows, table.n_clusters, p_bca)
+
+
+def bca_p_value(dist: np.ndarray, estimate: float, jackknife: np.ndarray) -> float:
+    """Two-sided p-value of "the difference is 0" as the dual of the BCa interval (Efron &
+    Tibshirani 1993, ch. 14): the smallest alpha at which the (1 - alpha) BCa interval built
+    from the bootstrap differences ``dist``, the observed ``estimate`` and the ``jackknife``
+    (leave-one-image-out) values, with scipy's bias correction z0 and acceleration a, has 0 at
+    an endpoint. With F the share of ``dist`` below 0 (ties counted half), w = Phi^-1(F) - z0
+    and z = w / (1 + a w) - z0, p = 2 min(Phi(z), 1 - Phi(z)). Where BCa is undefined (z0 or a
+    not finite, or 1 + a w <= 0) it is the percentile interval's dual, 2 min(F, 1 - F), as the
+    cells fall back to the percentile interval. Where every resample lies on one side of 0,
+    every interval these resamples can give (their endpoints are resample quantiles) excludes
+    0, and p is the resolution of R resamples, 2 / (R + 1)."""
+    from scipy.special import ndtr, ndtri
+
+    dist = np.asarray(dist, dtype=np.float64)
+    dist = dist[np.isfinite(dist)]
+    r = dist.size
+    if r == 0 or not math.isfinite(estimate):
+        return math.nan
+    below = np.sum(dist < 0) + 0.5 * np.sum(dist == 0)
+    if below == 0 or below == r:
+        return min(1.0, 2.0 / (r + 1))
+    f = float(below / r)
+    percentile_p = min(1.0, 2.0 * min(f, 1.0 - f))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z0 = float(ndtri((np.sum(dist < estimate) + np.sum(dist <= estimate)) / (2.0 * r)))
+        jack = np.asarray(jackknife, dtype=np.float64)
+        d = jack.mean() - jack
+        den = 6.0 * float(np.sum(d**2)) ** 1.5
+        a = float(np.sum(d**3)) / den if den > 0 else 0.0
+    if not (math.isfinite(z0) and math.isfinite(a)):
+        return percentile_p
+    w = float(ndtri(f)) - z0
+    if 1.0 + a * w <= 0:
+        return percentile_p
+    z = w / (1.0 + a * w) - z0
+    return float(min(1.0, 2.0 * min(ndtr(z), 1.0 - ndtr(z))))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment (family-wise error rate): the i-th smallest p-value of m
+    becomes max over j <= i of min(1, (m - j + 1) p_(j)). A NaN p-value stays NaN and does not
+    count in m."""
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    m = ok.size
+    running = 0.0
+    for j, i in enumerate(ok[np.argsort(p[ok], kind="stable")]):
+        running = max(running, min(1.0, (m - j) * p[i]))
+        out[i] = running
+    return out.tolist()
 
 
 def rank_methods(
@@ -282,25 +349,30 @@ def rank_methods(
     aggregate: Aggregate = "mean",
     higher_is_better: bool = True,
     alpha: float = 0.05,
-    test: Literal["wilcoxon", "bootstrap"] = "wilcoxon",
     n_resamples: int = 2000,
     seed: int = 0,
 ) -> list[RankedMethod]:
-    """Order methods best first and give each a rank that ties where the difference to its
-    neighbour is not significant.
+    """Order methods best first and rank them, tying the methods that are not significantly
+    different from the best.
 
     ``scores`` maps method name -> values on the same rows (same order, same ``clusters`` and
-    ``classes``). Methods are sorted by their estimate (NaN estimates last, ties by name); the
-    first gets rank 1; each next method is compared with the one just above it by
-    :func:`paired_test` and, if that p-value (``test``: "wilcoxon" or "bootstrap") is not below
-    ``alpha``, shares its rank; otherwise its rank is its 1-based position ("1, 1, 3").
-    Ties chain: A~B and B~C give A, B, C one rank even if A and C differ. ``alpha`` applies to
-    each neighbour comparison as is (no multiple-comparison correction). The bootstrap test
-    uses percentile resamples (no jackknife), seeded with ``seed``. Methods whose estimate is
-    NaN (no defined value) come last and share one rank, with p_value NaN.
+    ``classes``). Methods are sorted by their estimate (the ``aggregate`` the leaderboard cell
+    shows; NaN estimates last, ties by name). Then, in groups:
+
+    1. the best method not yet ranked is the group's *leader*;
+    2. every other unranked method is compared with the leader: a paired bootstrap of the
+       difference of the aggregate, resampling images (``clusters``), with the cells' seed and
+       number of resamples, its p-value the dual of the BCa interval (:func:`paired_test`'s
+       ``p_bca``); the p-values of the group are Holm-adjusted (:func:`holm`), so the chance of
+       any false "different from the leader" is at most ``alpha``;
+    3. the methods whose adjusted p-value is not below ``alpha`` share the leader's rank, which
+       is 1 + the number of methods in earlier groups (competition ranking: 1, 1, 3).
+
+    So rank 1 is the best method and every method not significantly different from it. There
+    is no chaining: every method that shares a rank was compared with that rank's leader, never
+    only with a neighbour (A ~ B and B ~ C do not make A ~ C). Methods whose estimate is NaN
+    (no defined value) come last and share one rank, with p_value NaN.
     """
-    if test not in ("wilcoxon", "bootstrap"):
-        raise ValueError(f'test must be "wilcoxon" or "bootstrap", got {test!r}')
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     names = list(scores)
@@ -316,28 +388,32 @@ def rank_methods(
         return (math.isnan(e), sign * e if not math.isnan(e) else 0.0, name)
 
     order = sorted(names, key=key)
-    ranked: list[RankedMethod] = []
-    for pos, name in enumerate(order):
-        if pos == 0:
-            ranked.append(RankedMethod(name, estimates[name], 1, math.nan))
-            continue
-        above = ranked[-1]
-        if math.isnan(estimates[name]):
-            # Nothing to compare: undefined methods share the rank after the defined ones.
-            rank = above.rank if math.isnan(above.estimate) else pos + 1
-            ranked.append(RankedMethod(name, estimates[name], rank, math.nan))
-            continue
-        res = paired_test(
-            arrays[above.name],
-            arrays[name],
-            clusters,
-            classes,
-            aggregate,
-            n_resamples=n_resamples,
-            seed=seed,
-            method="percentile",
-        )
-        p = res.p_wilcoxon if test == "wilcoxon" else res.p_bootstrap
-        rank = pos + 1 if (p < alpha) else above.rank
-        ranked.append(RankedMethod(name, estimates[name], rank, float(p)))
-    return ranked
+    defined = [n for n in order if not math.isnan(estimates[n])]
+    ranked: dict[str, RankedMethod] = {}
+    left = list(defined)
+    while left:
+        leader, rest = left[0], left[1:]
+        rank = len(ranked) + 1
+        ranked[leader] = RankedMethod(leader, estimates[leader], rank, math.nan, leader)
+        raw = [
+            paired_test(
+                arrays[leader],
+                arrays[name],
+                clusters,
+                classes,
+                aggregate,
+                n_resamples=n_resamples,
+                seed=seed,
+                method="percentile",  # the same resamples; p_bca adds BCa's corrections itself
+            ).p_bca
+            for name in rest
+        ]
+        adjusted = holm(raw)
+        tied = [(n, p) for n, p in zip(rest, adjusted) if not p < alpha]
+        for name, p in tied:
+            ranked[name] = RankedMethod(name, estimates[name], rank, float(p), leader)
+        left = [n for n in rest if n not in ranked]
+    undefined_rank = len(defined) + 1
+    for name in order[len(defined):]:
+        ranked[name] = RankedMethod(name, estimates[name], undefined_rank, math.nan, "")
+    return [ranked[n] for n in order]

@@ -53,9 +53,7 @@ def write_figures(figs: list, notes: list[str], out: Path) -> list[Path]:
     written = []
     for f in figs:
         path = folder / f"{f.name}.png"
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(f.png)
-        tmp.replace(path)
+        results.write_bytes(path, f.png)
         written.append(path)
     notes_file = folder / "NOTES.txt"
     if notes:
@@ -65,10 +63,11 @@ def write_figures(figs: list, notes: list[str], out: Path) -> list[Path]:
     return written
 
 
-def write_tables(lb: Leaderboard, out: Path, *, figures: bool = True) -> list[Path]:
+def write_tables(lb: Leaderboard, out: Path, *, figures: bool = True, allow_code: bool = False) -> list[Path]:
     """Write every table format, the figures and ``report.html`` into the results directory
     ``out`` (see the module doc). Returns the files written. ``figures=False`` skips the
-    figures (a few seconds: the overlays load the models) and writes a report without them."""
+    figures (a few seconds: the overlays load the models) and writes a report without them.
+    ``allow_code``: the overlays may rebuild models whose spec runs Python code."""
     from bench.report.breakdown import class_cells, run_seed
     from bench.report.figures import run_figures
     from bench.report.html import RunReport, render_report
@@ -78,7 +77,7 @@ def write_tables(lb: Leaderboard, out: Path, *, figures: bool = True) -> list[Pa
     rows, columns = load_results(out)  # read once, for the breakdown and the overlays
     by_class = class_cells(rows, columns, confidence=lb.confidence, seed=run_seed(out))
     written = write_table_files(lb, out, by_class)
-    figs, notes = run_figures(lb, out, by_class, rows) if figures else ([], [])
+    figs, notes = run_figures(lb, out, by_class, rows, allow_code=allow_code) if figures else ([], [])
     for note in notes:
         print(f"warning: figure {note}", file=sys.stderr)
     if figures:

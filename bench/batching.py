@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from bench.data.sample import Sample, Target
+from bench.metrics.base import TruthBatch
 
 
 @dataclass
@@ -201,17 +202,18 @@ def fixation_map(points: torch.Tensor | None, size: tuple[int, int]) -> torch.Te
 
 @dataclass
 class Job:
-    """One (sample, target) pair to attribute and score."""
+    """One (sample, target) pair to attribute and score: ``item`` is the sample's position in
+    the batch; ``candidates`` the model outputs that stand for the target's class (None: every
+    output, the model's top prediction; empty: no model, e.g. saved maps)."""
 
-    item: int  # position in the batch
+    item: int
     target: Target
-    output: int | None = None  # resolved model output index
-    candidates: list[int] = field(default_factory=list)
+    candidates: list[int] | None = field(default_factory=list)
 
 
-def truth_for(jobs: list[Job], batch: list[Prepared], requires: set[str], device: torch.device) -> "TruthBatch":
-    """Stack the ground truth that the metrics need for jobs sharing one image size."""
-    from bench.metrics.base import TruthBatch
+def truth_for(jobs: list[Job], batch: list[Prepared], requires: set[str], device: torch.device) -> TruthBatch:
+    """Stack the ground truth the metrics require (:data:`bench.metrics.base.TRUTH_FIELDS`) for
+    jobs sharing one image size; ``masks`` always."""
 
     def stack(tensors: list[torch.Tensor]) -> torch.Tensor:
         return torch.stack(tensors).to(device, non_blocking=True)
@@ -232,6 +234,7 @@ def truth_for(jobs: list[Job], batch: list[Prepared], requires: set[str], device
         truth.instance_counts = torch.tensor([int(t.shape[0]) for t in inst]).to(device, non_blocking=True)
     if "fixations" in requires:
         truth.fixations = stack([fixation_map(batch[j.item].fixations, batch[j.item].size) for j in jobs])
+    if "other_fixations" in requires:
         truth.other_fixations = stack(
             [fixation_map(batch[j.item].other_fixations, batch[j.item].size) for j in jobs]
         )

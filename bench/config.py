@@ -50,8 +50,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.registry import param_type_matches
+from bench.registry import check_params
 from bench.results import check_run_name
+
+
+DEFAULT_SUITE = "harbor"
+
+
+def default_config_path() -> Path:
+    """The embedded default suite (``bench/suites/harbor.toml``): what ``groundbench run``
+    runs when given no config."""
+    from importlib import resources
+
+    return Path(str(resources.files("bench").joinpath("suites", f"{DEFAULT_SUITE}.toml")))
 
 
 class ConfigError(ValueError):
@@ -124,13 +135,6 @@ _SCALARS: dict[str, type | tuple[type, ...]] = {
 AUTOCAST = ("none", "bf16")
 SEED_MAX = 2**63 - 1
 _TABLES = ("dataset", "model", "models", "methods", "metrics")
-
-
-def _check_types(source: str, where: str, params: dict[str, Any], defaults: dict[str, Any]) -> None:
-    for key, value in params.items():
-        if key in defaults and not param_type_matches(value, defaults[key]):
-            want = type(defaults[key]).__name__
-            raise _fail(source, f"{where}: parameter {key!r} must be {want}, got {value!r} ({type(value).__name__})")
 
 
 def _fail(source: str, msg: str) -> ConfigError:
@@ -244,7 +248,6 @@ def _list(source: str, data: dict[str, Any], key: str) -> list[Any]:
 
 
 def _check_dataset(source: str, dataset: Component) -> None:
-    import bench.data.loaders  # noqa: F401  (registers the built-in loaders)
     from bench.data.registry import DATASETS
 
     try:
@@ -262,11 +265,13 @@ def _check_dataset(source: str, dataset: Component) -> None:
         if key not in known:
             raise _unknown(source, f"[dataset] (loader {dataset.name!r})", key, known)
     defaults = {n: p.default for n, p in params.items() if p.default is not inspect.Parameter.empty}
-    _check_types(source, f"[dataset] (loader {dataset.name!r})", dataset.params, defaults)
+    try:
+        check_params(f"[dataset] (loader {dataset.name!r})", {k: v for k, v in dataset.params.items() if k in defaults}, defaults)
+    except ValueError as exc:
+        raise _fail(source, str(exc)) from exc
 
 
 def _check_models(source: str, models: list[Component], allow_code: bool) -> None:
-    import bench.models.adapters  # noqa: F401  (registers the built-in adapters)
     from bench.models.base import MODEL_ADAPTERS, spec_runs_code, split_spec
 
     for i, m in enumerate(models):
@@ -307,10 +312,12 @@ def _check_metrics(source: str, metrics: list[Component]) -> None:
     for m in metrics:
         try:
             info = METRICS.get(m.name)
-            info.validate_params(m.params)
-        except (KeyError, ValueError) as exc:
+        except KeyError as exc:
             raise _fail(source, f"metric {m.name!r}: {exc}") from exc
-        _check_types(source, f"metric {m.name!r}", m.params, info.defaults)
+        try:
+            info.validate_params(m.params)
+        except ValueError as exc:
+            raise _fail(source, str(exc)) from exc
         label = m.label or m.name
         if label in labels:
             raise _fail(source, f"metric column {label!r} appears twice; give one a 'label'")
@@ -371,7 +378,6 @@ def load_config(
 
 def _layout_keys(dataset_name: Any) -> tuple[str, ...]:
     """The loader's parameters that are paths inside its root (``layout_keys`` of the factory)."""
-    import bench.data.loaders  # noqa: F401  (registers the built-in loaders)
     from bench.data.registry import DATASETS
 
     if not isinstance(dataset_name, str):

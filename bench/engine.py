@@ -1,75 +1,57 @@
-"""The run loop: batches through model, methods and metrics, rows streamed to disk.
+"""The run loop: datasets, models and devices, batches streamed through the scoring core to
+durable rows, resume and sharding.
 
-For each model: a DataLoader decodes and preprocesses samples (workers when asked), each batch
-is expanded into one job per (sample, target) the model can represent, every method attributes
-all jobs in one call, maps are resized to their image's original size on the device, every
-metric scores them there, and the batch's rows are copied to the host once and appended to
-``scores.jsonl`` with one durable write. Maps are dropped after scoring, so memory stays flat as
-the dataset grows. That host copy is the loop's only synchronisation with the device (inputs
-arrive stacked and pinned, index lists go up without blocking, multi-output classes are
-resolved on the device), so a GPU's queue never drains mid-batch; ``tests/test_perf_harness.py``
-checks this on any device and ``groundbench perf`` measures how close the loop comes to the
-model's own passes.
+For each model: a DataLoader decodes and preprocesses samples (workers when asked), and each
+batch goes through :func:`bench.scoring.score_batch` (jobs, targets, every method's maps,
+every metric on the device, one host copy); the batch's rows of every row stream are then
+appended with one durable write each and the batch is marked done (:mod:`bench.results`). Maps
+are dropped after scoring, so memory stays flat as the dataset grows. That host copy is the
+loop's only synchronisation with the device, so a GPU's queue never drains mid-batch;
+``tests/test_perf_harness.py`` checks this on any device and ``groundbench perf`` measures how
+close the loop comes to the model's own passes.
 
 Sharding: ``shard=(K, N)`` scores only samples ``i % N == K``; each shard writes its own
 directory and :mod:`bench.merge` combines them into the single-process result.
 
 Resume: after a batch's rows are durable its sample indices go to ``progress.jsonl``. A run
-restarted with the same config drops rows of samples not in the progress file (a batch that was
-being written when the run died) and continues with the samples not yet done, so there is
-neither a duplicate nor a missing row whatever moment the run was killed at. A resumed run
-must have the same config (``num_workers`` and ``output_dir`` aside) and the same code
-(package versions, git commit) as the session that wrote the rows; otherwise it stops before
-touching them.
+restarted with the same config drops rows of samples not in the progress file from every row
+stream (a batch that was being written when the run died) and continues with the samples not
+yet done, so there is neither a duplicate nor a missing row whatever moment the run was killed
+at (skip records and the loader's drop records included: a skip is never recorded twice). A
+resumed run must have the same config (``num_workers`` and ``output_dir`` aside) and the same
+code (package versions, git commit) as the session that wrote the rows; otherwise it stops
+before touching them.
+
+Before the results folder is touched, the dataset and every model are loaded and every method is
+checked against every model (:meth:`~bench.methods.AttributionMethod.check_model`), so a missing
+weights file or a misspelled layer leaves nothing behind; the folder is then locked
+(:class:`bench.results.ResultsLock`) for the whole run. A method that fails on every (image,
+target) of a model is reported in :attr:`RunSummary.failed_methods` (the CLI exits non-zero).
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import itertools
 import json
-import math
-import os
 import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Protocol
+from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from bench import provenance, results
-from bench.batching import Job, Prepared, PreparedSamples, collate_prepared, target_problem, truth_for
+from bench.batching import Prepared, PreparedSamples, collate_prepared
 from bench.config import RunConfig
-from bench.data.annotations import pointing_difficult
 from bench.data.registry import load_dataset
 from bench.methods import AttributionMethod, create_method
-from bench.metrics import METRICS, MetricInfo
 from bench.models import ModelBundle, load_model
-from bench.models.base import TOP1  # "the model's top prediction" (gaze data)
-from bench.sharding import local_device_index
-
-PROGRESS = "progress.jsonl"
-
-
-class StageClock(Protocol):
-    """What :func:`run_config` needs of a timer: ``stage(name)`` gives a context manager."""
-
-    def stage(self, name: str) -> ContextManager[Any]: ...
-
-
-class _NoClock:
-    def stage(self, name: str) -> ContextManager[Any]:
-        return contextlib.nullcontext()
-
-
-_NO_TIMER = _NoClock()
+from bench.scoring import NO_CLOCK, BatchResult, ModelRun, StageClock, metric_columns, score_batch
+from bench.sharding import check_shard, local_device_index
 
 
 class RunError(RuntimeError):
@@ -83,13 +65,6 @@ class RunError(RuntimeError):
 
 
 @dataclass
-class MetricColumn:
-    label: str
-    info: MetricInfo
-    params: dict[str, Any]
-
-
-@dataclass
 class RunSummary:
     out_dir: Path
     rows_written: int = 0
@@ -99,6 +74,9 @@ class RunSummary:
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     # One message per (model, method) that failed on every (image, target) it was given.
     failed_methods: list[str] = field(default_factory=list)
+
+
+BatchScorer = Callable[[ModelRun, Sequence[Prepared]], BatchResult]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -122,70 +100,21 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def item_seed(run_seed: int, image_id: str, target: str, method: str) -> int:
-    """A per-(image, target, method) seed: independent of batch composition, shard and resume."""
-    digest = hashlib.sha256(f"{run_seed}|{image_id}|{target}|{method}".encode()).digest()
-    return int.from_bytes(digest[:7], "little")
-
-
 def shard_indices(n: int, shard: tuple[int, int] | None) -> list[int]:
+    """The dataset indices shard (K, N) scores: ``i % N == K`` (all of them without a shard)."""
     if shard is None:
         return list(range(n))
-    k, count = shard
-    if not (count >= 1 and 0 <= k < count):
-        raise RunError(f"shard {k}/{count} is invalid: need 0 <= K < N")
+    k, count = check_shard(shard[0], shard[1], "shard")
     return list(range(k, n, count))
 
 
-def _metric_columns(cfg: RunConfig) -> list[MetricColumn]:
-    return [MetricColumn(m.label or m.name, METRICS.get(m.name), dict(m.params)) for m in cfg.metrics]
-
-
-def _methods(cfg: RunConfig) -> list[tuple[str, AttributionMethod]]:
+def methods_of(cfg: RunConfig) -> list[tuple[str, AttributionMethod]]:
+    """The config's methods, each under its label (the config's, else the method's own)."""
     out = []
     for m in cfg.methods:
         method = create_method(m.name, **m.params)
         out.append((m.label or method.label, method))
     return out
-
-
-@dataclass
-class Progress:
-    """What ``progress.jsonl`` says is done: per model, the samples whose batch is durable, and
-    the models whose loader drops (images the dataset left out) are recorded."""
-
-    samples: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
-    dropped: set[str] = field(default_factory=set)
-
-    @property
-    def any(self) -> bool:
-        return any(self.samples.values()) or bool(self.dropped)
-
-    def committed(self, row: dict[str, Any]) -> bool:
-        """The row (a score row or a skip record) belongs to a batch marked done."""
-        if row.get("sample") is None:
-            return row["model"] in self.dropped
-        return int(row["sample"]) in self.samples.get(row["model"], set())
-
-
-def _load_progress(out: Path) -> Progress:
-    done = Progress()
-    for rec in results.read_rows(out / PROGRESS):
-        done.samples[rec["model"]].update(int(i) for i in rec["samples"])
-        if rec.get("loader_drops") is not None:
-            done.dropped.add(rec["model"])
-    return done
-
-
-def _drop_unfinished(path: Path, done: Progress) -> list[dict[str, Any]]:
-    """Rewrite ``path`` without rows of batches that never completed; returns the rows kept."""
-    if not path.exists():
-        return []
-    rows = results.read_rows(path)
-    keep = [r for r in rows if done.committed(r)]
-    if len(keep) != len(rows) or path.read_bytes()[-1:] not in (b"\n", b""):
-        results.write_text(path, "".join(results.encode_row(r) + "\n" for r in keep))
-    return keep
 
 
 # Config keys that change how a run is executed but not a single score row: a resumed run may
@@ -200,14 +129,14 @@ def _same_run_config(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return strip(a) == strip(b)
 
 
-def _check_same_code(out: Path, prov: dict[str, Any]) -> None:
+def _check_same_code(out: results.ResultsDir, prov: dict[str, Any]) -> None:
     """A resumed run appends to rows an earlier session wrote: refuse if the code that wrote
     them (package versions, Python, torch, git commit) is not the code running now."""
     path = out / results.PROVENANCE
     if not path.exists():
         return
     try:
-        before = json.loads(path.read_text()).get("identity", {})
+        before = out.provenance().get("identity", {})
     except (OSError, ValueError) as exc:
         raise RunError(f"{path}: cannot read the earlier session's provenance ({exc})") from exc
     now = prov["identity"]
@@ -215,73 +144,66 @@ def _check_same_code(out: Path, prov: dict[str, Any]) -> None:
     if changed:
         detail = "; ".join(f"{k}: {before.get(k)!r} then, {now.get(k)!r} now" for k in changed)
         raise RunError(
-            f"{out} holds rows written by other code ({detail}); resuming would mix them. "
+            f"{out.path} holds rows written by other code ({detail}); resuming would mix them. "
             "Start it again with --fresh, or use another run name / --out",
             resumable=False,
         )
 
 
-def _check_same_config(cfg: RunConfig, out: Path) -> None:
-    previous = out / "config.json"
+def _check_same_config(cfg: RunConfig, out: results.ResultsDir) -> None:
+    previous = out / results.CONFIG_JSON
     resolved = json.loads(json.dumps(cfg.to_dict(), sort_keys=True))
-    if previous.exists() and not _same_run_config(json.loads(previous.read_text()), resolved):
+    if previous.exists() and not _same_run_config(out.config(), resolved):
         raise RunError(
-            f"{out} holds results of a different config ({previous}); "
+            f"{out.path} holds results of a different config ({previous}); "
             "a resumed run must use the same config (only num_workers and output_dir may change). "
             "Start it again with --fresh, or use another run name / --out",
             resumable=False,
         )
 
 
-def _read_done(out: Path) -> Progress:
-    """The batches done in ``out``. Rows are only as done as their rows file: with
-    ``scores.jsonl`` gone (deleted by hand) nothing is done, and the run starts over instead of
-    skipping samples whose rows no longer exist (and recording their skips twice)."""
-    if not (out / results.SCORES).exists():
-        return Progress()
-    return _load_progress(out)
-
-
 @dataclass
-class _Kept:
-    """Per (model, method), what earlier sessions of a resumed run left: rows and failures."""
+class _Tally:
+    """Per (model, method), the rows scored and the failures recorded, this session and the
+    earlier sessions of a resumed run (what :attr:`RunSummary.failed_methods` is made of)."""
 
     rows: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     failures: dict[tuple[str, str], list[str]] = field(default_factory=lambda: defaultdict(list))
 
+    def add(self, scores: Sequence[dict[str, Any]], skipped: Sequence[dict[str, Any]]) -> None:
+        for r in scores:
+            self.rows[(r["model"], r["method"])] += 1
+        for r in skipped:
+            if r.get("method") is not None:
+                self.failures[(r["model"], r["method"])].append(str(r.get("reason")))
 
-def _prepare_out_dir(cfg: RunConfig, out: Path, resume: bool, done: Progress) -> _Kept:
-    """Resume (keep the rows and skip records of batches marked done, drop the rest) when a
-    batch is marked done; otherwise start the folder's files afresh. A folder where no batch was
-    ever done (a run that failed before its first one) holds nothing to keep, so it never
-    blocks the next attempt."""
-    kept = _Kept()
+    def failed_methods(self) -> list[str]:
+        """A message per (model, method) with failures and not one scored row."""
+        out = []
+        for (model, method), reasons in self.failures.items():
+            if reasons and not self.rows.get((model, method)):
+                first = reasons[0].split(" failed: ", 1)[-1]
+                out.append(
+                    f"method {method!r} failed on every (image, target) of model {model!r} "
+                    f"({len(reasons)} of them); the first failure: {first}"
+                )
+        return out
+
+
+def _prepare_out_dir(cfg: RunConfig, out: results.ResultsDir, resume: bool, done: results.Done, columns: list[dict[str, Any]], tally: _Tally) -> None:
+    """Resume (keep the rows of every stream marked done, drop the rest, and count the kept
+    rows and failures in ``tally``) when a batch is marked done; otherwise start the folder
+    afresh (:meth:`bench.results.ResultsDir.start`: an attempt that finished no batch holds
+    nothing to keep, so it never blocks the next)."""
     if done.any:
         if not resume:
-            raise RunError(f"{out} already holds results; use --resume to continue, or another run name / --out", resumable=False)
+            raise RunError(f"{out.path} already holds results; use --resume to continue, or another run name / --out", resumable=False)
         _check_same_config(cfg, out)
         # A damaged line in the middle of a rows file raises ValueError here, before any change.
-        for r in _drop_unfinished(out / results.SCORES, done):
-            kept.rows[(r["model"], r["method"])] += 1
-        for r in _drop_unfinished(out / results.SKIPPED, done):
-            if r.get("method") is not None:
-                kept.failures[(r["model"], r["method"])].append(str(r.get("reason")))
-        return kept
-    results.claim_dir(out)
-    for name in (results.SCORES, results.SKIPPED, PROGRESS):
-        if (out / name).exists():
-            results.write_text(out / name, "")
-    if (out / results.MODELS).exists():
-        (out / results.MODELS).unlink()  # facts of an earlier attempt's models
-    results.write_text(out / results.CONFIG, _to_toml(cfg.to_dict()))
-    results.write_text(out / "config.json", json.dumps(cfg.to_dict(), sort_keys=True) + "\n")
-    return kept
-
-
-def _to_toml(data: dict[str, Any]) -> str:
-    import tomli_w
-
-    return tomli_w.dumps(data)
+        kept = out.drop_unfinished(done)
+        tally.add(kept.get(results.SCORE_ROWS.name, []), kept.get(results.SKIP_ROWS.name, []))
+        return
+    out.start(cfg.to_dict(), columns)
 
 
 def run_config(
@@ -293,33 +215,35 @@ def run_config(
     progress: bool = True,
     on_batch: Callable[[int], None] | None = None,
     timer: StageClock | None = None,
+    scorer: BatchScorer = score_batch,
     lock: results.ResultsLock | None = None,
 ) -> RunSummary:
     """Run ``cfg``; results go to ``out_dir`` (default ``<cfg.output_dir>/<cfg.name>``).
 
     Before the results folder is touched, the dataset and every model are loaded and every
-    method is checked against every model (:meth:`AttributionMethod.check_model`), so a missing
-    weights file or a misspelled layer leaves nothing behind. The folder is then locked
-    (:class:`bench.results.ResultsLock`; pass ``lock`` when the caller already holds it) for
-    the whole run: a second process fails at once instead of writing every row twice.
+    method is checked against every model, so a missing weights file or a misspelled layer
+    leaves nothing behind. The folder is then locked (:class:`bench.results.ResultsLock`; pass
+    ``lock`` when the caller already holds it) for the whole run: a second process fails at
+    once instead of writing every row twice.
 
     ``on_batch(batch_no)`` is called after each batch's rows are durable. ``timer``, if given,
     is any object whose ``stage(name)`` returns a context manager (e.g.
     :class:`bench.perf.StageTimer`): each batch's work is wrapped in stages ``load``,
     ``prepare``, ``resolve``, ``attribute``, ``upsample``, ``metrics``, ``to_host``, ``rows``
     and ``write``. The engine itself never synchronises the device for it; on an asynchronous
-    device a stage's time is the host's until the timer chooses to synchronise."""
+    device a stage's time is the host's until the timer chooses to synchronise. ``scorer``: the
+    per-batch call, :func:`bench.scoring.score_batch` (``groundbench perf`` wraps it to watch
+    each batch)."""
     t0 = time.perf_counter()
-    out = Path(out_dir) if out_dir is not None else Path(cfg.output_dir) / cfg.name
+    out = results.ResultsDir(Path(out_dir) if out_dir is not None else Path(cfg.output_dir) / cfg.name)
     device = resolve_device(cfg.device)
     try:
         dataset = load_dataset(cfg.dataset.name, **cfg.dataset.params)
     except (TypeError, KeyError) as exc:
         # A parameter the loader does not take, or an unknown name: the config's fault.
         raise RunError(f"{cfg.source}: [dataset] {cfg.dataset.name!r}: {exc}") from exc
-    methods = _methods(cfg)
-    columns = _metric_columns(cfg)
-    requires = {r for c in columns for r in c.info.requires}
+    methods = methods_of(cfg)
+    columns = metric_columns(cfg.metrics)
     indices = shard_indices(len(dataset), shard)
     bundles = [_load_bundle(cfg, m, progress) for m in cfg.models]
     for bundle in bundles:
@@ -327,16 +251,16 @@ def run_config(
 
     held = lock
     if held is None:
-        results.check_claimable(out)
-        held = results.ResultsLock(out).acquire()
+        results.check_claimable(out.path)
+        held = results.ResultsLock(out.path).acquire()
     try:
-        return _run_locked(cfg, out, dataset, methods, columns, requires, indices, bundles, device, resume, shard, progress, on_batch, timer, t0)
+        return _run_locked(cfg, out, dataset, methods, columns, indices, bundles, device, resume, shard, progress, on_batch, timer, scorer, t0)
     finally:
         if lock is None:
             held.release()
 
 
-def _load_bundle(cfg: RunConfig, model_cfg, progress: bool) -> ModelBundle:
+def _load_bundle(cfg: RunConfig, model_cfg: Any, progress: bool) -> ModelBundle:
     try:
         return load_model(model_cfg.name, seed=cfg.seed, progress=progress, **model_cfg.params)
     except (TypeError, KeyError, ValueError, OSError, ImportError, RuntimeError) as exc:
@@ -344,7 +268,7 @@ def _load_bundle(cfg: RunConfig, model_cfg, progress: bool) -> ModelBundle:
         raise RunError(f"{cfg.source}: model {model_cfg.name!r} cannot be loaded: {type(exc).__name__}: {exc}") from exc
 
 
-def _check_methods(cfg: RunConfig, bundle: ModelBundle, methods, dataset, indices: list[int]) -> None:
+def _check_methods(cfg: RunConfig, bundle: ModelBundle, methods: Sequence[tuple[str, AttributionMethod]], dataset: Any, indices: list[int]) -> None:
     """Every method's parameters against the model (layer names, sizes that depend on the
     input), on the model input of the first sample that loads."""
     shape = None
@@ -365,37 +289,33 @@ def _check_methods(cfg: RunConfig, bundle: ModelBundle, methods, dataset, indice
             raise RunError(f"{cfg.source}: method {label!r} on model {bundle.spec!r}: {exc}", resumable=False) from exc
 
 
-def _run_locked(cfg, out, dataset, methods, columns, requires, indices, bundles, device, resume, shard, progress, on_batch, timer, t0) -> RunSummary:
+def _run_locked(cfg, out: results.ResultsDir, dataset, methods, columns, indices, bundles, device, resume, shard, progress, on_batch, timer, scorer, t0) -> RunSummary:
     manifest = getattr(dataset, "manifest", None)
     prov = provenance.collect(cfg.to_dict(), device, manifest)
     prov["shard"] = list(shard) if shard else None
     prov["dataset_size"] = len(dataset)  # lets `groundbench merge` check that shards cover it
-    done = _read_done(out)
+    done = out.done()
     if done.any and resume:
         # The config first: a different config is the likelier mistake and the clearer message.
         _check_same_config(cfg, out)
         _check_same_code(out, prov)
-    kept = _prepare_out_dir(cfg, out, resume, done)
-    summary = RunSummary(out_dir=out, resumed_samples=sum(len(v) for v in done.samples.values()))
+    column_info = [c.describe() for c in columns]
+    tally = _Tally()
+    _prepare_out_dir(cfg, out, resume, done, column_info, tally)
+    summary = RunSummary(out_dir=out.path, resumed_samples=sum(len(v) for v in done.samples.values()))
     if done.any:
         _keep_session_times(out, prov)
     results.write_json(out / results.PROVENANCE, prov)
-    # A list, not a mapping: the config's column order is the table's column order.
-    results.write_json(
-        out / "columns.json",
-        [{**c.info.describe(), "label": c.label, "params": {**c.info.defaults, **c.params}} for c in columns],
-    )
+    results.write_json(out / results.COLUMNS, column_info)
     models_file = out / results.MODELS
     models_info = json.loads(models_file.read_text()) if models_file.exists() else {}
+    clock = timer or NO_CLOCK
     # Images the loader left out are recorded once per model (as every skip is), by one shard.
     drops = list(getattr(dataset, "dropped", ()) or ()) if shard is None or shard[0] == 0 else []
 
-    tally = kept
-    with results.RowWriter(out / results.SCORES) as scores, results.RowWriter(
-        out / results.SKIPPED
-    ) as skipped, results.RowWriter(out / PROGRESS) as progress_log:
+    with out.open() as writer:
         for n, bundle in enumerate(bundles):
-            bundles[n] = None  # type: ignore[call-overload]  # freed once this model is done
+            bundles[n] = None  # freed once this model is done
             models_info[bundle.spec] = {
                 "info": bundle.info,
                 "target_layer": bundle.target_layer,
@@ -403,42 +323,29 @@ def _run_locked(cfg, out, dataset, methods, columns, requires, indices, bundles,
             }
             results.write_json(models_file, models_info)
             if drops and bundle.spec not in done.dropped:
-                skipped.write([_dropped(bundle, d) for d in drops])
-                progress_log.write([{"model": bundle.spec, "samples": [], "loader_drops": len(drops)}])
+                writer.commit_drops(bundle.spec, [results.skip_record(bundle.spec, None, str(d.image_id), None, d.reason) for d in drops])
                 summary.skipped += len(drops)
-            todo = [i for i in indices if i not in done.samples.get(bundle.spec, set())]
-            counts = _run_model(cfg, bundle, dataset, todo, methods, columns, requires, device, scores, skipped, progress_log, progress, on_batch, out, timer or _NO_TIMER, tally)
-            summary.rows_written += counts[0]
-            summary.skipped += counts[1]
+            run = ModelRun.for_model(
+                bundle, methods, columns, device, seed=cfg.seed, autocast=cfg.autocast, clock=clock,
+                maps_dir=out / results.MAPS if cfg.save_maps else None,
+            )
+            todo = [i for i in indices if i not in done.of(bundle.spec)]
+            loader = sample_loader(dataset, bundle.preprocess, todo, cfg, device)
+            n_rows, n_skipped = _run_model(run, loader, len(todo), writer, scorer, progress, on_batch, tally)
+            summary.rows_written += n_rows
+            summary.skipped += n_skipped
             summary.models[bundle.spec] = bundle.info
-    prov["data"] = data_hashes(out)
+    prov["data"] = out.data_hashes()
     results.write_json(out / results.PROVENANCE, prov)
-    summary.failed_methods = _failed_methods(tally)
+    summary.failed_methods = tally.failed_methods()
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
-def _dropped(bundle: ModelBundle, d) -> dict[str, Any]:
-    return {"model": bundle.spec, "sample": None, "image_id": str(d.image_id), "target": None, "reason": d.reason}
-
-
-def _failed_methods(tally: _Kept) -> list[str]:
-    """A message per (model, method) with failures and not one scored row."""
-    out = []
-    for (model, method), reasons in tally.failures.items():
-        if reasons and not tally.rows.get((model, method)):
-            first = reasons[0].split(" failed: ", 1)[-1]
-            out.append(
-                f"method {method!r} failed on every (image, target) of model {model!r} "
-                f"({len(reasons)} of them); the first failure: {first}"
-            )
-    return out
-
-
-def _keep_session_times(out: Path, prov: dict[str, Any]) -> None:
+def _keep_session_times(out: results.ResultsDir, prov: dict[str, Any]) -> None:
     """A resumed run keeps the first session's start time and lists when it was resumed."""
     try:
-        before = json.loads((out / results.PROVENANCE).read_text())
+        before = out.provenance()
     except (OSError, ValueError):
         return
     if "started_utc" in before:
@@ -446,37 +353,11 @@ def _keep_session_times(out: Path, prov: dict[str, Any]) -> None:
         prov["started_utc"] = before["started_utc"]
 
 
-def data_hashes(out: Path) -> dict[str, dict[str, Any]]:
-    """Per model: how many samples were read and one sha256 over their digests (the model
-    input after preprocessing and all ground truth; see :func:`bench.batching.sample_digest`)
-    in sample order. Two runs with equal hashes consumed exactly the same data, however it was
-    stored or loaded; a sample that failed to load counts with its error instead."""
-    per_model: dict[str, dict[int, str]] = defaultdict(dict)
-    for rec in results.read_rows(out / PROGRESS):
-        digests = rec.get("digests") or [None] * len(rec["samples"])
-        for index, digest in zip(rec["samples"], digests):
-            per_model[rec["model"]][int(index)] = digest if isinstance(digest, str) else "-"
-    hashed = {}
-    for model, digests in per_model.items():
-        h = hashlib.sha256()
-        for index in sorted(digests):
-            h.update(f"{index}:{digests[index]}\n".encode())
-        hashed[model] = {"samples": len(digests), "sha256": h.hexdigest()}
-    return hashed
-
-
-def _resolve_outputs(bundle: ModelBundle, label: str, n_outputs: int | None) -> list[int]:
-    if label == TOP1:
-        return [-1]  # resolved per image from the logits
-    return bundle.class_map.indices(label)
-
-
-def _run_model(cfg, bundle, dataset, todo, methods, columns, requires, device, scores, skipped, progress_log, show_progress, on_batch, out, clock, tally: _Kept):
-    model = bundle.module.to(device)
-    if device.type in ("cpu", "cuda"):
-        model = model.to(memory_format=torch.channels_last)
-    loader = DataLoader(
-        PreparedSamples(dataset, bundle.preprocess, todo),
+def sample_loader(dataset: Any, preprocess: Callable[[torch.Tensor], torch.Tensor], indices: Sequence[int], cfg: RunConfig, device: torch.device) -> DataLoader:
+    """Batches of :class:`~bench.batching.Prepared` samples ``indices`` in order: decoded and
+    preprocessed in ``cfg.num_workers`` DataLoader workers, stacked there, pinned for CUDA."""
+    return DataLoader(
+        PreparedSamples(dataset, preprocess, indices),
         batch_size=cfg.batch_size,
         shuffle=False,
         num_workers=cfg.num_workers,
@@ -484,31 +365,27 @@ def _run_model(cfg, bundle, dataset, todo, methods, columns, requires, device, s
         pin_memory=device.type == "cuda",
         persistent_workers=False,
     )
-    methods = [(label, m.with_model_defaults(bundle.target_layer)) for label, m in methods]
+
+
+def _run_model(run: ModelRun, loader: DataLoader, total: int, writer: results.BatchWriter, scorer: BatchScorer, show_progress: bool, on_batch: Callable[[int], None] | None, tally: _Tally) -> tuple[int, int]:
     n_rows = n_skipped = 0
-    bar = tqdm(total=len(todo), desc=bundle.spec, unit="img", disable=not show_progress, file=sys.stderr)
+    bar = tqdm(total=total, desc=run.spec, unit="img", disable=not show_progress, file=sys.stderr)
     batches = iter(loader)
     for batch_no in itertools.count():
-        with clock.stage("load"):
+        with run.clock.stage("load"):
             batch = next(batches, None)
         if batch is None:
             break
-        rows, skips = [], []
-        for part in _same_input_shape(batch):
-            part_rows, part_skips = _score_batch(cfg, bundle, model, part, methods, columns, requires, device, out, clock)
-            rows += part_rows
-            skips += part_skips
-        for r in rows:
-            tally.rows[(r["model"], r["method"])] += 1
-        for r in skips:
-            if r.get("method") is not None:
-                tally.failures[(r["model"], r["method"])].append(str(r["reason"]))
-        with clock.stage("write"):
-            scores.write(rows)
-            skipped.write(skips)
-            progress_log.write([{"model": bundle.spec, "samples": [p.index for p in batch], "digests": [p.digest for p in batch]}])
-        n_rows += len(rows)
-        n_skipped += len(skips)
+        rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for part in same_input_shape(batch):
+            for name, part_rows in scorer(run, part).rows.items():
+                rows[name] += part_rows
+        scores, skipped = rows[results.SCORE_ROWS.name], rows[results.SKIP_ROWS.name]
+        tally.add(scores, skipped)
+        with run.clock.stage("write"):
+            writer.commit(run.spec, [p.index for p in batch], [p.digest for p in batch], rows)
+        n_rows += len(scores)
+        n_skipped += len(skipped)
         bar.update(len(batch))
         if on_batch is not None:
             on_batch(batch_no)
@@ -516,7 +393,7 @@ def _run_model(cfg, bundle, dataset, todo, methods, columns, requires, device, s
     return n_rows, n_skipped
 
 
-def _same_input_shape(batch: list[Prepared]) -> list[list[Prepared]]:
+def same_input_shape(batch: Sequence[Prepared]) -> list[Sequence[Prepared]]:
     """The batch itself when its model inputs stack (one shape: the usual case), else one part
     per input shape, in order of first appearance, so that a model that takes images at their
     own size (the harbor nets) can be run on a dataset of mixed sizes. Samples that did not
@@ -533,220 +410,3 @@ def _same_input_shape(batch: list[Prepared]) -> list[list[Prepared]]:
     groups = list(parts.values())
     groups[0] = failed + groups[0]
     return groups
-
-
-def _skip(bundle: ModelBundle, p: Prepared, target: str | None, reason: str) -> dict[str, Any]:
-    return {"model": bundle.spec, "sample": p.index, "image_id": p.image_id, "target": target, "reason": reason}
-
-
-def _score_batch(cfg, bundle, model, batch: list[Prepared], methods, columns, requires, device, out, clock: StageClock):
-    skips: list[dict[str, Any]] = []
-    with clock.stage("prepare"):
-        jobs = _jobs(bundle, batch, skips)
-    if not jobs:
-        return [], skips
-
-    # Nothing below waits for the device until the batch's one host copy (``_to_host``):
-    # index lists go up with non-blocking copies, class resolution stays on the device, and
-    # map validity is read from the method's own maps, all of which keeps a GPU queue full.
-    with clock.stage("prepare"):
-        used = sorted({j.item for j in jobs})
-        slot = {item: k for k, item in enumerate(used)}
-        inputs = _batch_inputs(batch, used, device)
-        job_slots = [slot[j.item] for j in jobs]
-        # One job per image (the common case): the batch is the jobs' input, no gather.
-        job_inputs = inputs if job_slots == list(range(len(used))) else inputs[_index(job_slots, device)]
-    if any(len(j.candidates) > 1 or j.candidates == [-1] for j in jobs):
-        # Several outputs stand for a class (or "the top prediction"): per image, the one with
-        # the highest logit is the target.
-        with clock.stage("resolve"), torch.no_grad(), _autocast(cfg, device):
-            logits = model(inputs)
-        targets = _max_logit_targets(jobs, logits[_index(job_slots, device)], device)
-    else:
-        targets = _index([j.candidates[0] for j in jobs], device)
-
-    with clock.stage("prepare"):
-        # Group jobs by original image size so that maps and masks of a group stack.
-        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for n, j in enumerate(jobs):
-            groups[batch[j.item].size].append(n)
-        truths = {size: truth_for([jobs[n] for n in members], batch, requires, device) for size, members in groups.items()}
-        group_index = {size: None if len(members) == len(jobs) else _index(members, device) for size, members in groups.items()}
-        values = torch.full((len(methods), len(jobs), len(columns) + 1), float("nan"), device=device)
-    failures: dict[tuple[int, int], str] = {}
-    for mi, (label, method) in enumerate(methods):
-        seeds = [item_seed(cfg.seed, batch[j.item].image_id, j.target.label, label) for j in jobs]
-        with clock.stage("attribute"), _autocast(cfg, device):
-            maps, errors = _attribute(method, model, job_inputs, targets, seeds)
-        for n, err in errors.items():
-            failures[(mi, n)] = err
-        with clock.stage("metrics"):
-            # A map with a NaN or Inf anywhere is invalid, whatever the resize keeps of it.
-            values[mi, :, 0] = (~torch.isfinite(maps.flatten(1)).all(dim=1)).float()
-        for size, members in groups.items():
-            idx = group_index[size]
-            with clock.stage("upsample"):
-                group_maps = maps if idx is None else maps[idx]
-                up = F.interpolate(group_maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
-            with clock.stage("metrics"):
-                for ci, col in enumerate(columns):
-                    score = col.info.score(up, truths[size], **col.params).float()
-                    if idx is None:
-                        values[mi, :, ci + 1] = score
-                    else:
-                        values[mi, idx, ci + 1] = score
-            if cfg.save_maps:
-                _save_maps(out, bundle.spec, label, [jobs[n] for n in members], batch, up)
-    with clock.stage("to_host"):
-        host, outputs = _to_host(values, targets)
-
-    with clock.stage("rows"):
-        rows = _rows(bundle, batch, jobs, methods, columns, host, outputs, failures, skips)
-    return rows, skips
-
-
-def _jobs(bundle: ModelBundle, batch: list[Prepared], skips: list[dict[str, Any]]) -> list[Job]:
-    """One job per (sample, target) the model can represent; the rest go to ``skips``."""
-    jobs: list[Job] = []
-    for pos, p in enumerate(batch):
-        if p.error is not None:
-            skips.append(_skip(bundle, p, None, f"sample not loaded: {p.error}"))
-            continue
-        if not p.targets:
-            skips.append(_skip(bundle, p, None, "no targets in this image"))
-            continue
-        for t in p.targets:
-            cands = _resolve_outputs(bundle, t.label, None)
-            if not cands:
-                skips.append(_skip(bundle, p, t.label, f"class {t.label!r} has no output in {bundle.spec}'s class map"))
-                continue
-            problem = target_problem(t, p)
-            if problem is not None:
-                skips.append(_skip(bundle, p, t.label, problem))
-                continue
-            jobs.append(Job(pos, t, candidates=cands))
-    return jobs
-
-
-def _rows(bundle, batch, jobs, methods, columns, host, outputs, failures, skips) -> list[dict[str, Any]]:
-    rows = []
-    # Per target, not per method: the flag reads whole masks on the host.
-    difficult = [pointing_difficult(j.target, batch[j.item].targets) for j in jobs]
-    for mi, (label, _method) in enumerate(methods):
-        for n, j in enumerate(jobs):
-            p = batch[j.item]
-            if (mi, n) in failures:
-                skips.append({**_skip(bundle, p, j.target.label, f"method {label!r} failed: {failures[(mi, n)]}"), "method": label})
-                continue
-            row = {
-                "model": bundle.spec,
-                "method": label,
-                "sample": p.index,
-                "image_id": p.image_id,
-                "target": j.target.label,
-                "output": outputs[n],
-                "difficult": difficult[n],
-                "annotated_difficult": bool(j.target.difficult),
-                "map_invalid": bool(host[mi][n][0]),
-            }
-            for ci, col in enumerate(columns):
-                row[col.label] = host[mi][n][ci + 1]
-            rows.append(row)
-    return rows
-
-
-def _index(values: list[int], device: torch.device) -> torch.Tensor:
-    """A host list as a long tensor on ``device``. The copy is non-blocking, so the host does not
-    wait for the device's queue to drain (a blocking copy would: a hidden synchronisation)."""
-    return torch.tensor(values, dtype=torch.long).to(device, non_blocking=True)
-
-
-def _batch_inputs(batch: list[Prepared], used: list[int], device: torch.device) -> torch.Tensor:
-    """The model inputs of batch positions ``used`` on ``device``, channels_last. A batch from
-    :func:`bench.batching.collate_prepared` brings them stacked (pinned, when the DataLoader
-    pins memory), so the upload is one asynchronous copy."""
-    stacked = getattr(batch, "inputs", None)
-    if stacked is not None:
-        rows = [batch.input_rows[i] for i in used]
-        host = stacked if rows == list(range(stacked.shape[0])) else stacked[rows]
-    else:
-        host = torch.stack([batch[i].input for i in used])
-    return host.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-
-
-def _max_logit_targets(jobs: list[Job], logits: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Per job, the candidate output with the highest logit (every output for the top-1
-    label), computed on the device: J x K logits, one row per job. Ties go to the lowest output
-    index."""
-    allowed = torch.zeros(logits.shape, dtype=torch.bool)
-    for n, j in enumerate(jobs):
-        if j.candidates == [-1]:
-            allowed[n] = True
-        else:
-            allowed[n, j.candidates] = True
-    allowed = allowed.to(device, non_blocking=True)
-    return logits.float().masked_fill(~allowed, -math.inf).argmax(dim=1)
-
-
-def _autocast(cfg: RunConfig, device: torch.device) -> ContextManager[Any]:
-    """The config's mixed precision for the model passes (``autocast = "bf16"``), else none."""
-    dtype = {"bf16": torch.bfloat16}.get(cfg.autocast)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def _to_host(values: torch.Tensor, targets: torch.Tensor) -> tuple[list, list[int]]:
-    """The batch's one device-to-host copy: the score table (methods x jobs x columns) and the
-    jobs' model outputs, packed into one tensor (output indices are exact in float32 up to
-    2**24)."""
-    packed = torch.cat([values.flatten(), targets.to(values.dtype)]).cpu().numpy()
-    n = values.numel()
-    table = packed[:n].reshape(values.shape).tolist()
-    return table, [int(x) for x in packed[n:]]
-
-
-def _attribute(method, model, inputs, targets, seeds) -> tuple[torch.Tensor, dict[int, str]]:
-    """Attribute the whole batch; if the method raises, retry image by image so that one bad
-    sample costs only its own rows (recorded as skipped, with the error).
-
-    Any ``Exception`` counts: methods are plug-in code (Captum, for one, signals bad input with
-    ``assert``), and one failing sample must not cost a long run. ``KeyboardInterrupt`` and
-    ``SystemExit`` still stop the run."""
-    try:
-        maps = method(model, inputs, targets, seeds=seeds)
-        _check_maps(maps, inputs)
-        return maps, {}
-    except Exception:  # noqa: BLE001 - retried image by image below, errors recorded
-        pass
-    parts: dict[int, torch.Tensor] = {}
-    errors: dict[int, str] = {}
-    for n in range(inputs.shape[0]):
-        try:
-            one = method(model, inputs[n : n + 1], targets[n : n + 1], seeds=seeds[n : n + 1])
-            _check_maps(one, inputs[n : n + 1])
-            parts[n] = one[0]
-        except Exception as exc:  # noqa: BLE001 - recorded in skipped.jsonl
-            errors[n] = f"{type(exc).__name__}: {exc}"
-    shape = next(iter(parts.values())).shape if parts else inputs.shape[2:]
-    maps = torch.full((inputs.shape[0], *shape), float("nan"), device=inputs.device)
-    for n, one in parts.items():
-        maps[n] = one
-    return maps, errors
-
-
-def _check_maps(maps: torch.Tensor, inputs: torch.Tensor) -> None:
-    if not isinstance(maps, torch.Tensor) or maps.ndim != 3 or maps.shape[0] != inputs.shape[0]:
-        raise ValueError(f"method returned {getattr(maps, 'shape', type(maps))}, expected Bxhxw with B={inputs.shape[0]}")
-
-
-def _save_maps(out: Path, model_spec: str, method: str, jobs: list[Job], batch: list[Prepared], maps: torch.Tensor) -> None:
-    from bench.maps_io import map_path
-
-    host = maps.detach().cpu().numpy()
-    for j, m in zip(jobs, host):
-        path = map_path(out / "maps", model_spec, method, batch[j.item].image_id, j.target.label)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npy")
-        np.save(tmp, m.astype(np.float32))
-        os.replace(tmp, path)

@@ -1,7 +1,8 @@
 """Combine the results directories of a sharded run into one, as if one process had run it.
 
 Each shard (``groundbench run --shard K/N``, or a torchrun rank / Slurm array task, see
-:mod:`bench.sharding`) wrote its own ``scores.jsonl``. :func:`merge_shards` checks that the
+:mod:`bench.sharding`) wrote its own row streams (``scores.jsonl``, ``skipped.jsonl`` and any
+other registered stream, :mod:`bench.results`). :func:`merge_shards` checks that the
 shards belong together and cover the dataset, then writes one results directory whose rows are
 exactly the rows a single-process run of the same config writes, in the same order, so its
 leaderboard (bootstrap resamples included) is identical.
@@ -12,9 +13,11 @@ index order and each sample's targets in dataset order. Rows carry their sample 
 order is rebuilt by a stable sort on (model, sample // batch_size, method, sample): one sample's
 rows all come from one shard, already in target order.
 
-Checks, each an error naming the directory: every shard ran the same config and metric columns;
-shards are K of the same N, none twice; every shard finished (its progress log lists all its
-samples, for every model); no (model, method, sample, target) row appears twice. A missing
+Every stream is merged the same way: its committed rows (those of samples marked done) from
+every shard, in single-run order. Checks, each an error naming the directory: every shard ran
+the same config and metric columns; shards are K of the same N, none twice; every shard
+finished (its progress log lists all its samples, for every model); no row appears twice (a
+stream's ``key`` columns: (model, method, sample, target) for the score rows). A missing
 shard is an error unless ``allow_partial`` (the merged leaderboard then covers fewer samples,
 and the merged provenance says which shards are missing).
 """
@@ -29,9 +32,6 @@ from typing import Any, Iterable
 
 from bench import results
 
-PROGRESS = "progress.jsonl"
-COLUMNS = "columns.json"
-
 
 class MergeError(ValueError):
     """The directories cannot be merged; the message names the directory and the problem."""
@@ -44,9 +44,9 @@ class Shard:
     n: int
     config: dict[str, Any]
     provenance: dict[str, Any]
-    rows: list[dict[str, Any]]
-    skipped: list[dict[str, Any]]
+    streams: dict[str, list[dict[str, Any]]]  # row stream name -> committed rows
     done: dict[str, set[int]]
+    dropped: set[str] = field(default_factory=set)  # models whose loader drops are recorded
     digests: dict[str, dict[int, Any]] = field(default_factory=dict)
 
 
@@ -87,42 +87,30 @@ def _read_json(path: Path) -> Any:
 
 def read_shard(path: Path) -> Shard:
     path = Path(path)
-    config = _read_json(path / "config.json")
+    config = _read_json(path / results.CONFIG_JSON)
     prov = _read_json(path / results.PROVENANCE)
     shard = prov.get("shard")
     if not shard:
         raise MergeError(f"{path}: not a shard (its provenance has no shard K/N); a single-process run needs no merge")
     k, n = (int(x) for x in shard)
-    done: dict[str, set[int]] = {}
+    rd = results.ResultsDir(path)
+    done = rd.done()
     digests: dict[str, dict[int, Any]] = {}
-    dropped: set[str] = set()  # models whose loader drops (sample None) are recorded
-    for rec in results.read_rows(path / PROGRESS):
-        done.setdefault(rec["model"], set()).update(int(i) for i in rec["samples"])
+    for rec in rd.progress():
         given = rec.get("digests") or [None] * len(rec["samples"])
         digests.setdefault(rec["model"], {}).update(zip((int(i) for i in rec["samples"]), given))
-        if rec.get("loader_drops") is not None:
-            dropped.add(rec["model"])
-    return Shard(
-        path=path,
-        k=k,
-        n=n,
-        config=config,
-        provenance=prov,
-        rows=_committed(results.read_rows(path / results.SCORES), done, dropped),
-        skipped=_committed(results.read_rows(path / results.SKIPPED), done, dropped),
-        done=done,
-        digests=digests,
-    )
-
-
-def _committed(rows: list[dict[str, Any]], done: dict[str, set[int]], dropped: set[str] = frozenset()) -> list[dict[str, Any]]:
     # Rows of a batch that died before its progress record are not part of the results (a
     # resumed run would drop and redo them); leave them out here too. A record with no sample
-    # is an image the loader left out, committed by its own progress record.
-    return [
-        r for r in rows
-        if (r["model"] in dropped if r.get("sample") is None else int(r["sample"]) in done.get(r["model"], set()))
-    ]
+    # (an image the loader left out) is committed by its model's loader-drop mark.
+    streams = {
+        name: rd.committed_rows(stream, done)
+        for name, stream in results.STREAMS.items()
+        if rd.stream_path(stream).exists() or stream in (results.SCORE_ROWS, results.SKIP_ROWS)
+    }
+    return Shard(
+        path=path, k=k, n=n, config=config, provenance=prov, streams=streams,
+        done={m: set(v) for m, v in done.samples.items()}, dropped=set(done.dropped), digests=digests,
+    )
 
 
 def _method_labels(config: dict[str, Any], where: Path) -> list[str]:
@@ -131,7 +119,7 @@ def _method_labels(config: dict[str, Any], where: Path) -> list[str]:
 
     try:
         # Only the method labels are read; no model is built, so no code can run.
-        cfg = parse_config(config, source=str(where / "config.json"), allow_code=True)
+        cfg = parse_config(config, source=str(where / results.CONFIG_JSON), allow_code=True)
     except ConfigError as exc:
         raise MergeError(str(exc)) from exc
     return [m.label or create_method(m.name, **m.params).label for m in cfg.methods]
@@ -169,8 +157,8 @@ def merge_shards(shard_dirs: Iterable[str | Path], out_dir: str | Path, *, allow
         seen[s.k] = s.path
         if s.config != first.config:
             raise MergeError(f"{s.path}: ran a different config from {first.path} (compare their config.json)")
-        cols = _read_json(s.path / COLUMNS)
-        if cols != _read_json(first.path / COLUMNS):
+        cols = _read_json(s.path / results.COLUMNS)
+        if cols != _read_json(first.path / results.COLUMNS):
             raise MergeError(f"{s.path}: metric columns differ from {first.path}")
     missing = sorted(set(range(n)) - set(seen))
     if missing and not allow_partial:
@@ -191,13 +179,15 @@ def merge_shards(shard_dirs: Iterable[str | Path], out_dir: str | Path, *, allow
         _check_complete(s, models)
 
     key = _order_key(model_rank, method_rank, batch_size)
-    rows = [r for s in shards for r in s.rows]
-    for r in rows:
-        if r["model"] not in model_rank:
-            raise MergeError(f"a row names model {r['model']!r}, which no shard's progress log knows")
-    rows.sort(key=key)
-    _check_unique(rows)
-    skipped = sorted((r for s in shards for r in s.skipped), key=key)
+    merged: dict[str, list[dict[str, Any]]] = {}
+    for name in dict.fromkeys(n for s in shards for n in s.streams):
+        rows = [r for s in shards for r in s.streams.get(name, [])]
+        for r in rows:
+            if r["model"] not in model_rank:
+                raise MergeError(f"a row of {results.STREAMS[name].file} names model {r['model']!r}, which no shard's progress log knows")
+        rows.sort(key=key)
+        _check_unique(rows, results.STREAMS[name])
+        merged[name] = rows
 
     out = Path(out_dir)
     try:
@@ -208,24 +198,30 @@ def merge_shards(shard_dirs: Iterable[str | Path], out_dir: str | Path, *, allow
                     raise MergeError(f"{out} exists and is not empty; choose another -o or pass --force")
                 results.empty_dir(out)  # only a folder groundbench made
             results.claim_dir(out)
-            _write_merged(out, first, shards, models, rows, skipped)
+            _write_merged(out, first, shards, models, merged)
     except results.ResultsDirError as exc:
         raise MergeError(str(exc)) from exc
-    return MergeSummary(out, [s.path for s in shards], rows=len(rows), skipped=len(skipped), missing=missing)
+    n_rows, n_skipped = len(merged.get(results.SCORE_ROWS.name, [])), len(merged.get(results.SKIP_ROWS.name, []))
+    return MergeSummary(out, [s.path for s in shards], rows=n_rows, skipped=n_skipped, missing=missing)
 
 
-def _write_merged(out: Path, first: Shard, shards: list[Shard], models: list[str], rows, skipped) -> None:
+def _write_merged(out: Path, first: Shard, shards: list[Shard], models: list[str], merged: dict[str, list[dict[str, Any]]]) -> None:
     missing = sorted(set(range(first.n)) - {s.k for s in shards})
-    for name in (results.CONFIG, "config.json", COLUMNS):
+    for name in (results.CONFIG, results.CONFIG_JSON, results.COLUMNS):
         shutil.copyfile(first.path / name, out / name)
-    results.write_text(out / results.SCORES, "".join(results.encode_row(r) + "\n" for r in rows))
-    results.write_text(out / results.SKIPPED, "".join(results.encode_row(r) + "\n" for r in skipped))
+    rd = results.ResultsDir(out)
+    for name, rows in merged.items():
+        results.write_text(rd.stream_path(name), "".join(results.encode_row(r) + "\n" for r in rows))
     progress = []
+    drops = [r for r in merged.get(results.SKIP_ROWS.name, []) if r.get("sample") is None]
     for m in models:
+        if any(m in s.dropped for s in shards):
+            # As a single run marks them: the loader's drops first, then the model's samples.
+            progress.append({"model": m, "samples": [], "loader_drops": sum(1 for r in drops if r["model"] == m)})
         samples = sorted({i for s in shards for i in s.done.get(m, set())})
         digest = {i: d for s in shards for i, d in s.digests.get(m, {}).items()}
         progress.append({"model": m, "samples": samples, "digests": [digest.get(i) for i in samples]})
-    results.write_text(out / PROGRESS, "".join(results.encode_row(p) + "\n" for p in progress))
+    results.write_text(out / results.PROGRESS, "".join(results.encode_row(p) + "\n" for p in progress))
     results.write_json(out / results.MODELS, _merge_models(shards))
     prov = dict(first.provenance)
     prov["shard"] = None
@@ -236,9 +232,7 @@ def _write_merged(out: Path, first: Shard, shards: list[Shard], models: list[str
     prov["missing_shards"] = missing
     prov["dataset_size"] = first.provenance.get("dataset_size")
     if "data" in first.provenance:
-        from bench.engine import data_hashes
-
-        prov["data"] = data_hashes(out)  # the same hash a single run over these samples records
+        prov["data"] = rd.data_hashes()  # the same hash a single run over these samples records
     results.write_json(out / results.PROVENANCE, prov)
 
 
@@ -262,12 +256,14 @@ def _check_complete(s: Shard, models: list[str]) -> None:
             )
 
 
-def _check_unique(rows: list[dict[str, Any]]) -> None:
+def _check_unique(rows: list[dict[str, Any]], stream: results.RowStream) -> None:
+    if not stream.key:
+        return
     seen = set()
     for r in rows:
-        k = (r["model"], r["method"], int(r["sample"]), r["target"])
+        k = tuple(r.get(c) for c in stream.key)
         if k in seen:
-            raise MergeError(f"row {k} appears in more than one shard")
+            raise MergeError(f"row {k} of {stream.file} appears in more than one shard")
         seen.add(k)
 
 

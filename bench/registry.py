@@ -94,3 +94,28 @@ def param_type_matches(value: Any, default: Any) -> bool:
     if isinstance(default, (list, tuple)):
         return isinstance(value, (list, tuple))
     return isinstance(value, type(default))
+
+
+def check_params(
+    what: str,
+    params: dict[str, Any],
+    defaults: dict[str, Any],
+    *,
+    choices: dict[str, tuple[Any, ...]] | None = None,
+    error: type[ValueError] = ValueError,
+) -> None:
+    """The one parameter validator (methods, metrics and configs): every key of ``params`` is a
+    parameter in ``defaults`` (else a did-you-mean), its value has the default's type
+    (:func:`param_type_matches`) and, where ``choices`` lists them, is one of the allowed
+    values. ``what`` names the owner in messages (``"method 'gradcam'"``)."""
+    for key, value in params.items():
+        if key not in defaults:
+            close = difflib.get_close_matches(key, list(defaults), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise error(f"{what} has no parameter {key!r}{hint} (parameters: {', '.join(defaults) or 'none'})")
+        default = defaults[key]
+        if default is not None and value is not None and not param_type_matches(value, default):
+            raise error(f"{what} parameter {key!r} must be {type(default).__name__}, got {value!r} ({type(value).__name__})")
+        allowed = (choices or {}).get(key)
+        if allowed is not None and value not in allowed:
+            raise error(f"{what} parameter {key!r} must be one of {', '.join(map(repr, allowed))}, got {value!r}")

@@ -13,6 +13,7 @@ from PIL import Image
 from bench.data.annotations import DatasetFormatError
 from bench.data.manifest import load_manifest
 from bench.data.panoptic import CocoPanoptic, read_segment_ids, rgb_to_id
+from bench.data.annotations import pointing_difficult
 
 HERE = Path(__file__).resolve().parent
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -74,7 +75,7 @@ def test_real_sample_things_are_targets_and_stuff_is_context():
     assert horse_image.targets[0].context == {} and horse_image.targets[1].context == {}
     ball = next(t for t in by_id["142238"].targets if t.label == "sports ball")
     assert set(ball.context) == {"grass"}
-    assert ball.difficult  # tiny, with a person present
+    assert pointing_difficult(ball, by_id["142238"].targets)  # tiny, with a person present
 
 
 def test_without_manifest_there_is_no_context():
@@ -131,7 +132,7 @@ def test_boat_on_water_context(boat_scene):
     assert boat.boxes.tolist() == [[10.0, 8.0, 25.0, 15.0]]
     assert set(boat.context) == {"water"}  # sky is not a boat region
     assert (boat.context["water"].numpy() == np.isin(ids, [1002, 1003])).all()
-    assert not boat.difficult  # the only class in the image
+    assert not pointing_difficult(boat, s.targets)  # the only class in the image
 
 
 def test_manifest_typo_is_an_error_naming_the_manifest(boat_scene, tmp_path):

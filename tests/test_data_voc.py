@@ -11,6 +11,7 @@ from PIL import Image
 from bench.data.annotations import DatasetFormatError
 from bench.data.registry import load_dataset
 from bench.data.voc import VocDetection, parse_annotation, voc
+from bench.data.annotations import pointing_difficult
 
 OBJECT = """  <object>
     <name>{name}</name>
@@ -73,8 +74,9 @@ def test_masks_are_box_unions_covering_exactly_the_voc_pixels(voc_root):
     assert dog[0:5, 0:10].all() and dog[30:40, 50:60].all()
     assert s.targets[0].instances.shape == (2, 40, 60)
     assert s.targets[0].boxes.tolist() == [[0, 0, 10, 5], [50, 30, 60, 40]]
-    # Pointing-game difficult: dog is small and another class is present; person covers all.
-    assert s.targets[0].difficult and not s.targets[1].difficult
+    # Pointing-game difficult (the one rule): dog is small and another class is present;
+    # person covers all.
+    assert pointing_difficult(s.targets[0], s.targets) and not pointing_difficult(s.targets[1], s.targets)
 
 
 def test_difficult_object_policies(voc_root):
@@ -84,7 +86,7 @@ def test_difficult_object_policies(voc_root):
     ]
     assert torchray.skipped == {"no_targets": 1}  # 000003 has only a difficult boat
     assert [t.label for t in torchray[1].targets] == ["cat"]
-    include = VocDetection(voc_root, difficult_objects="include", difficult_flag="voc")
+    include = VocDetection(voc_root, difficult_objects="include")  # Target.difficult: VOC's own flag
     labels = {s.image_id: {t.label: t.difficult for t in s.targets}
               for s in (include[i] for i in range(len(include)))}
     assert labels["000002"] == {"boat": True, "cat": False}

@@ -11,7 +11,7 @@ from bench.models.harbor import HarborNet, TrainConfig, build
 def test_both_models_learn_their_task_and_reliance_is_ordered():
     ctx = load_model("harbor:contextual", progress=False)
     obj = load_model("harbor:object_only", progress=False)
-    # Clean accuracy on each model's own test distribution (DESIGN.md asks for >= 90%).
+    # Clean accuracy on each model's own test distribution (docs/design.md, "The harbor suite", asks for >= 90%).
     assert ctx.info["accuracy_own_distribution"] >= 0.90
     assert obj.info["accuracy_own_distribution"] >= 0.90
     # The object-only model does not care where the object is; the contextual one does.

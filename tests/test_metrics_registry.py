@@ -46,7 +46,7 @@ REGISTERED = {
     "density_ratio": (False, ("masks", "context"), "mean"),
     "nss": (True, ("fixations",), "mean"),
     "auc_judd": (True, ("fixations",), "mean"),
-    "shuffled_auc": (True, ("fixations",), "mean"),
+    "shuffled_auc": (True, ("fixations", "other_fixations"), "mean"),
     "cc": (True, ("density",), "mean"),
     "kl_div": (False, ("density",), "mean"),
     "sim": (True, ("density",), "mean"),

@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from bench import results
-from bench.cli.run import default_config_path
+from bench.config import default_config_path
 from bench.config import parse_config
 from bench.engine import run_config
 from bench.report.leaderboard import build, load_results

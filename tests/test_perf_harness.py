@@ -48,7 +48,7 @@ def tiny_pipeline(folder, **over):
         "batch_size": 2,
         "num_workers": 0,
         "dataset": {"name": "coco", "root": str(folder), "split": "perf", "limit": 6, "manifest": ""},
-        "models": [{"spec": "python:bench.perf:resnet50", "target_layer": "layer4", "class_map": "imagenet", "input_size": 64}],
+        "models": [{"spec": "python:bench.perf.resnet:resnet50", "target_layer": "layer4", "class_map": "imagenet", "input_size": 64}],
         "methods": [{"name": "gradcam"}],
         "metrics": pipeline_metrics(),
     }
@@ -138,16 +138,16 @@ def test_model_passes_are_what_each_method_needs():
 
 
 def test_limit_and_method_rates_are_images_per_second(monkeypatch):
-    from bench import perf
     from bench.models import load_model
+    from bench.perf import limit
 
-    bundle = load_model("python:bench.perf:resnet50", target_layer="layer4", class_map="imagenet", input_size=32)
+    bundle = load_model("python:bench.perf.resnet:resnet50", target_layer="layer4", class_map="imagenet", input_size=32)
     for measure in (measure_limit, measure_method):
         rate = measure(bundle, "gradcam", {}, 2, torch.device("cpu"), iters=1)
         assert rate > 0 and math.isfinite(rate)
     # images/s = batch x iterations / seconds: with a clock that advances 1 s per reading pair
     ticks = iter([10.0, 14.0])
-    monkeypatch.setattr(perf.time, "perf_counter", lambda: next(ticks))
+    monkeypatch.setattr(limit.time, "perf_counter", lambda: next(ticks))
     assert measure_limit(bundle, "gradcam", {}, 2, torch.device("cpu"), iters=3) == pytest.approx(2 * 3 / 4.0)
 
 
@@ -198,20 +198,20 @@ def test_engine_loop_has_no_hidden_synchronisation(folder, tmp_path):
 
 
 def test_sync_check_finds_a_synchronisation_put_into_the_loop(folder, tmp_path, monkeypatch):
-    import bench.engine as engine
+    import bench.scoring as scoring
 
-    original = engine._index
+    original = scoring.device_index
 
     def syncing_index(values, device):
         out = original(values, device)
         int(out.sum())  # what `int(row.argmax())` per job used to do
         return out
 
-    monkeypatch.setattr(engine, "_index", syncing_index)
+    monkeypatch.setattr(scoring, "device_index", syncing_index)
     cfg = tiny_pipeline(folder, metrics=[{"name": "pointing_game"}])
     cfg["dataset"]["limit"] = 2
     sites = find_syncs(cfg, tmp_path / "sync").sites
-    assert sites and all(s.op == "__int__" and s.where.startswith("bench/engine.py") for s in sites)
+    assert sites and all(s.op == "__int__" and s.where.startswith("bench/scoring.py") for s in sites)
 
 
 def test_engine_loop_has_no_hidden_synchronisation_with_max_logit_classes(tmp_path):

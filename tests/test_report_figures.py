@@ -143,17 +143,20 @@ def test_overlays_use_saved_maps_and_recomputed_maps_equal_them(run_dir):
     import json
     import torch
 
+    from bench.scoring import ModelRun, metric_columns
+
     cfg = parse_config(json.loads((run_dir / "config.json").read_text()))
     for model_cfg in cfg.models:
         bundle = load_model(model_cfg.name, seed=cfg.seed)
         for m in cfg.methods:
-            method = create_method(m.name, **m.params).with_model_defaults(bundle.target_layer)
+            method = create_method(m.name, **m.params)
+            run = ModelRun.for_model(bundle, [(method.label, method)], metric_columns(cfg.metrics), torch.device("cpu"), seed=cfg.seed)
             outs = [int(df[(df.model == bundle.spec) & (df.image_id == ex.image_id) & (df.target == ex.target.label)]["output"].iloc[0]) for ex in chosen]
-            again = examples.recompute_maps(cfg.seed, bundle, bundle.module.eval(), method, method.label, chosen, torch.device("cpu"), outs)
+            again = examples.recompute_maps(run, bundle.preprocess, method.label, chosen, outs)
             for ex, m_again in zip(chosen, again):
                 np.testing.assert_allclose(m_again, ex.maps[(bundle.spec, method.label)], rtol=1e-5, atol=1e-6)
             # The class map's max-logit rule picks the output the run recorded.
-            picked = examples.recompute_maps(cfg.seed, bundle, bundle.module.eval(), method, method.label, chosen[:1], torch.device("cpu"), [None])
+            picked = examples.recompute_maps(run, bundle.preprocess, method.label, chosen[:1], [None])
             np.testing.assert_allclose(picked[0], chosen[0].maps[(bundle.spec, method.label)], rtol=1e-5, atol=1e-6)
 
 

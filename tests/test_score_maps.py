@@ -16,7 +16,7 @@ from bench.cli import main as cli
 from bench.config import Component
 from bench.maps_io import map_path, safe_name
 from bench.report.leaderboard import build
-from bench.scoring import ScoreError, decode_name, find_map_sets, load_map, score_maps
+from bench.saved_maps import ScoreError, decode_name, find_map_sets, load_map, score_maps
 
 from report_support import TINY, tiny_run
 
@@ -101,7 +101,7 @@ def test_map_names_decode_back():
     assert decode_name("harbor_3a_contextual") == "harbor:contextual"
     assert decode_name("x_41_y") == "x_41_y"  # "A" is never encoded, so "_41_" is literal
     # safe_name keeps "_", so a name that itself reads "_<hex of an unsafe char>_" is ambiguous;
-    # the folder decodes to the unsafe character (documented in bench.scoring).
+    # the folder decodes to the unsafe character (documented in bench.saved_maps).
     assert decode_name(safe_name("x_3a_y")) == "x:y"
 
 

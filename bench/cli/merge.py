@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -27,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from bench.merge import MergeError, merge_shards
+    from bench.report.breakdown import run_seed
     from bench.report.leaderboard import build
     from bench.report.render import render_text
     from bench.report.write import write_tables
@@ -37,8 +37,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     out = Path(summary.out_dir)
-    seed = int(json.loads((out / "config.json").read_text()).get("seed", 0))
-    lb = build(out, seed=seed)
+    lb = build(out, seed=run_seed(out))
     write_tables(lb, out)
     print(render_text(lb))
     note = f"; shards missing: {summary.missing}" if summary.missing else ""

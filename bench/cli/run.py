@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib import resources
 from pathlib import Path
 
-DEFAULT_SUITE = "harbor"
+from bench.config import default_config_path
 
 
-def default_config_path() -> Path:
-    return Path(str(resources.files("bench").joinpath("suites", f"{DEFAULT_SUITE}.toml")))
+def _shard_arg(text: str) -> tuple[int, int]:
+    """``--shard K/N`` through :func:`bench.sharding.parse_shard`, the one shard parser."""
+    from bench.sharding import ShardError, parse_shard
 
-
-def parse_shard(text: str) -> tuple[int, int]:
     try:
-        k, n = (int(x) for x in text.split("/"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"--shard takes K/N (e.g. 0/4), got {text!r}") from exc
-    if not (n >= 1 and 0 <= k < n):
-        raise argparse.ArgumentTypeError(f"--shard {text}: need 0 <= K < N")
-    return k, n
+        return parse_shard(text)
+    except ShardError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--shard",
-        type=parse_shard,
+        type=_shard_arg,
         help="run only samples i with i %% N == K (K/N); default: RANK/WORLD_SIZE (torchrun) or "
         "SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT (Slurm array) when set; combine shards with "
         "`groundbench merge`",

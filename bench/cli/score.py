@@ -86,6 +86,7 @@ def _from_config(path: Path):
 
 
 def main(args: argparse.Namespace) -> int:
+    from bench import results
     from bench.config import Component, ConfigError
     from bench.engine import RunError
     from bench.report.leaderboard import build
@@ -93,13 +94,13 @@ def main(args: argparse.Namespace) -> int:
     from bench.report.write import write_tables
     from bench import results
     from bench.results import ResultsDirError
-    from bench.scoring import MAPS_SUBDIR, ScoreError, score_maps
+    from bench.saved_maps import MAPS_SUBDIR, ScoreError, score_maps
 
     maps_dir = Path(args.maps_dir)
     config = Path(args.config) if args.config else None
     if config is None and not args.dataset:
         # A run directory (or its maps/ folder) carries its own config.
-        for candidate in (maps_dir / "config.toml", maps_dir.parent / "config.toml"):
+        for candidate in (maps_dir / results.CONFIG, maps_dir.parent / results.CONFIG):
             if candidate.exists() and (candidate.parent / MAPS_SUBDIR).is_dir():
                 config = candidate
                 print(f"using {config} for the dataset and metrics", file=sys.stderr)

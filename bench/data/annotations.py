@@ -1,6 +1,6 @@
 """Helpers every annotation loader shares: reading JSON with errors that name the file, path
-parameters relative to a dataset root, boxes as pixel masks, and the pointing-game "difficult"
-rule. Conventions: boxes are xyxy in pixels, pixel (c, r) covering [c, c+1) x [r, r+1)."""
+parameters relative to a dataset root, boxes as pixel masks, and the pointing game's one
+"difficult" rule. Conventions: boxes are xyxy in pixels, pixel (c, r) covering [c, c+1) x [r, r+1)."""
 
 from __future__ import annotations
 
@@ -58,17 +58,11 @@ def xywh_to_xyxy(bbox: list[float]) -> list[float]:
     return [x, y, x + bw, y + bh]
 
 
-def difficult_flags(areas: list[int], image_area: int) -> list[bool]:
-    """The pointing-game "difficult" subset: class area < 1/4 of the image and another class
-    present."""
-    others = len(areas) > 1
-    return [others and a < DIFFICULT_AREA_FRACTION * image_area for a in areas]
-
-
 def pointing_difficult(target, targets) -> bool:
-    """The leaderboard's "difficult" flag of one ``target`` among its sample's ``targets``: its
-    mask covers less than 1/4 of the image and another class is present, where a class with no
-    ground-truth pixel is not present. Used by the run and by map re-scoring alike."""
+    """The pointing game's "difficult" subset (TorchRay), the one difficulty rule: ``target``'s
+    mask covers less than 1/4 of the image and another class is present among its sample's
+    ``targets``, where a class with no ground-truth pixel is not present. The scoring core
+    computes it for every row (the ``difficult`` column); loaders do not."""
     area = float(target.mask.float().mean())
     present = sum(bool(t.mask.any()) for t in targets)
     return area < DIFFICULT_AREA_FRACTION and present > 1

@@ -18,8 +18,9 @@ Conventions, stated once here:
   unions ``annToMask`` over all of a class's annotations): a crowd region's pixels belong to its
   class's target mask, but it is not an instance and gives no box; a class present only as a
   crowd is still a target. ``"exclude"``: crowd annotations are ignored altogether.
-- ``difficult`` is the pointing-game "difficult" subset (Zhang et al. 2016): the class's total
-  area (pixels of its union mask) is below 1/4 of the image *and* another class is present.
+- COCO has no difficulty annotation (``Target.difficult`` stays False); the pointing game's
+  "difficult" subset is computed per row by the scoring core
+  (:func:`bench.data.annotations.pointing_difficult`).
 - Images with no target (no annotation, or only crowd ones under ``"exclude"``) are skipped
   when ``skip_empty`` (default) and counted in ``dataset.skipped``.
 - Broken records never stop a run and are never silently lost: an image record without a
@@ -49,7 +50,6 @@ from bench.data.annotations import (
     DatasetFormatError,
     box_mask,
     check_image_size,
-    difficult_flags,
     read_json,
     resolve,
     xywh_to_xyxy,
@@ -134,18 +134,18 @@ def read_coco_json(path: Path, what: str) -> dict:
         if not isinstance(data.get(key), list):
             raise DatasetFormatError(f"{path}: no {key!r} list (not {what})")
     for position, cat in enumerate(data["categories"]):
-        if not (isinstance(cat, dict) and _hashable(cat.get("id")) and isinstance(cat.get("name"), str)):
+        if not (isinstance(cat, dict) and hashable(cat.get("id")) and isinstance(cat.get("name"), str)):
             raise DatasetFormatError(f"{path}: categories[{position}] needs an 'id' and a 'name', got {cat!r}")
     return data
 
 
-def _hashable(value: object) -> bool:
+def hashable(value: object) -> bool:
     return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
 def _ann_name(ann: object, position: int) -> str:
     ann_id = ann.get("id") if isinstance(ann, dict) else None
-    return str(ann_id) if _hashable(ann_id) else f"#{position} (no id)"
+    return str(ann_id) if hashable(ann_id) else f"#{position} (no id)"
 
 
 def check_image_records(records: object, path: Path) -> list[tuple[object, dict | None, str | None]]:
@@ -158,13 +158,13 @@ def check_image_records(records: object, path: Path) -> list[tuple[object, dict 
     ids = [r.get("id") if isinstance(r, dict) else None for r in records]
     counts: dict = {}
     for i in ids:
-        if _hashable(i):
+        if hashable(i):
             counts[i] = counts.get(i, 0) + 1
     out: list[tuple[object, dict | None, str | None]] = []
     for position, (rec, image_id) in enumerate(zip(records, ids)):
         if not isinstance(rec, dict):
             out.append((f"#images[{position}]", None, f"images[{position}] is a {type(rec).__name__}, not an object"))
-        elif not _hashable(image_id):
+        elif not hashable(image_id):
             out.append((f"#images[{position}]", None, f"images[{position}] has no usable 'id' (got {image_id!r})"))
         elif counts[image_id] > 1:
             out.append((image_id, None, (
@@ -196,7 +196,7 @@ def annotation_problem(ann: object, categories: dict) -> str | None:
     cat = ann.get("category_id")
     if "category_id" not in ann:
         return "no 'category_id'"
-    if not _hashable(cat) or cat not in categories:
+    if not hashable(cat) or cat not in categories:
         return f"unknown category_id {cat!r}"
     box = ann.get("bbox")
     ok = isinstance(box, list) and len(box) == 4 and all(
@@ -230,13 +230,6 @@ def class_target(
         boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
         context=context or {},
     )
-
-
-def mark_difficult(targets: list[Target], h: int, w: int) -> list[Target]:
-    areas = [int(np.count_nonzero(t.mask.numpy())) for t in targets]
-    for t, hard in zip(targets, difficult_flags(areas, h * w)):
-        t.difficult = hard
-    return targets
 
 
 class CocoInstances(Dataset):
@@ -283,8 +276,8 @@ class CocoInstances(Dataset):
         for position, ann in enumerate(data["annotations"]):
             problem = annotation_problem(ann, self.category_names)
             image_id = ann.get("image_id") if isinstance(ann, dict) else None
-            if not _hashable(image_id) or image_id not in listed:
-                unlisted.setdefault(image_id if _hashable(image_id) else repr(image_id), []).append(_ann_name(ann, position))
+            if not hashable(image_id) or image_id not in listed:
+                unlisted.setdefault(image_id if hashable(image_id) else repr(image_id), []).append(_ann_name(ann, position))
                 continue
             if problem is not None:
                 broken.setdefault(image_id, f"annotation {_ann_name(ann, position)}: {problem}")
@@ -348,11 +341,10 @@ class CocoInstances(Dataset):
         per_class: dict[int, list[dict]] = {}
         for ann in anns:
             per_class.setdefault(ann["category_id"], []).append(ann)
-        out = [
+        return [
             class_target(self.category_names[cat_id], [(decode_segmentation(a, h, w), a) for a in per_class[cat_id]], h, w)
             for cat_id in sorted(per_class)
         ]
-        return mark_difficult(out, h, w)
 
 
 @register_dataset("coco", layout_keys=("annotations", "images"))

@@ -54,8 +54,7 @@ from bench.data.annotations import DatasetFormatError, check_limit, read_json
 from bench.data.images import image_size, load_gray, load_image
 from bench.data.manifest import Manifest, optional_manifest
 from bench.data.registry import register_dataset
-from bench.data.sample import DroppedImage, Sample, Target
-from bench.models.base import TOP1  # "<top-1>": the engine resolves it to the model's top class
+from bench.data.sample import TOP1, DroppedImage, Sample, Target
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 MAT_POINT_KEYS = ("fixLocs", "fixations", "fixationPts")

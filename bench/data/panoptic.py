@@ -9,8 +9,7 @@ Conventions:
   Each segment's ``category_id`` comes from the annotation's ``segments_info``.
 - Every *thing* class present is a :class:`Target`, built as in :mod:`bench.data.coco`: the mask
   is the union of its segments, ``instances`` and ``boxes`` come from its non-crowd segments
-  (boxes from ``segments_info[*].bbox``), the same ``crowd`` policy, the same pointing-game
-  ``difficult`` flag (computed over the thing targets).
+  (boxes from ``segments_info[*].bbox``), the same ``crowd`` policy.
 - *Stuff* is never a target. It becomes context: for a target of class ``c`` the manifest's
   ``context_pairs[c]`` names regions (``boat -> water``), and ``context_regions`` says which
   categories make each region (``water = [sea, river, water-other]``); the region's mask is the
@@ -41,7 +40,7 @@ from bench.data.annotations import (
     check_image_size,
     resolve,
 )
-from bench.data.coco import _hashable, check_image_records, class_target, mark_difficult, open_coco_root, read_coco_json
+from bench.data.coco import hashable, check_image_records, class_target, open_coco_root, read_coco_json
 from bench.data.images import load_image
 from bench.data.manifest import Manifest, optional_manifest
 from bench.data.registry import register_dataset
@@ -136,7 +135,7 @@ class CocoPanoptic(Dataset):
         entries: dict = {}
         for ann in data["annotations"]:
             image_id = ann.get("image_id") if isinstance(ann, dict) else None
-            if _hashable(image_id):
+            if hashable(image_id):
                 entries[image_id] = entries.get(image_id, 0) + 1
         where = str(self.annotation_file)
         self.records: list[tuple[dict, dict]] = []
@@ -155,7 +154,7 @@ class CocoPanoptic(Dataset):
                 cut = True
                 break
             image_id = ann.get("image_id") if isinstance(ann, dict) else None
-            if not _hashable(image_id):
+            if not hashable(image_id):
                 drop(f"#annotations[{position}]", f"malformed annotation: {where}: annotations[{position}] has no usable 'image_id'")
             elif image_id in bad_images:
                 drop(image_id, f"malformed image record: {where}: {bad_images[image_id]}")
@@ -198,7 +197,7 @@ class CocoPanoptic(Dataset):
             if not isinstance(seg.get("id"), int) or isinstance(seg.get("id"), bool):
                 return f"segments_info[{k}] has no integer 'id'"
             cat = seg.get("category_id")
-            if not _hashable(cat) or cat not in self.categories:
+            if not hashable(cat) or cat not in self.categories:
                 return f"segment {seg['id']} has unknown category_id {cat!r}"
             if self.categories[cat]["isthing"] and not seg.get("iscrowd", 0) and not _finite_box(seg.get("bbox")):
                 return f"segment {seg['id']}: 'bbox' must be 4 finite numbers [x, y, w, h], got {seg.get('bbox')!r}"
@@ -258,7 +257,7 @@ class CocoPanoptic(Dataset):
                         context[region] = torch.from_numpy(region_mask)
             parts = [(ids == seg["id"], seg) for seg in per_class[cat_id]]
             out.append(class_target(label, parts, h, w, context))
-        return mark_difficult(out, h, w)
+        return out
 
 
 @register_dataset("coco_panoptic", layout_keys=("annotations", "masks", "images"))

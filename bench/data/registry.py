@@ -4,6 +4,8 @@ A factory takes the config's dataset parameters (root, split, ...) and returns a
 ``torch.utils.data.Dataset`` whose items are :class:`bench.data.Sample`, with attributes
 ``class_names`` (list of dataset class names) and ``manifest`` (the manifest dict it was built
 from, or None). Third-party loaders join through the entry-point group ``groundbench.datasets``.
+The built-in loaders register themselves when :mod:`bench.data` imports them; this registry
+imports none of them.
 """
 
 from __future__ import annotations
@@ -30,8 +32,6 @@ def register_dataset(name: str, *, layout_keys: tuple[str, ...] = ()) -> Callabl
 
 
 def load_dataset(name: str, **params: Any):
-    import bench.data.loaders  # noqa: F401  (registers the built-in loaders)
-
     return DATASETS.get(name)(**params)
 
 

@@ -1,4 +1,4 @@
-"""The Sample contract every loader produces (DESIGN.md, "Core contracts").
+"""The Sample contract every loader produces (docs/design.md, "Sample").
 
 Coordinates are always x = column, y = row, 0-based pixels; loaders convert into this once, at
 the edge, and nothing downstream converts again.
@@ -10,6 +10,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+# The label of a target that stands for "the model's own top prediction": gaze datasets have no
+# class, so their one target per image carries this label, and a model's class map resolves it
+# to every output (the engine then picks the highest logit per image).
+TOP1 = "<top-1>"
+
 
 @dataclass
 class Target:
@@ -19,7 +24,9 @@ class Target:
     mask: bool HxW, union of the class's instance masks, or of its boxes where only boxes exist.
     instances: bool KxHxW, one mask per instance where the data has them (else None).
     boxes: float Nx4 xyxy pixels (x0, y0 exclusive-right x1, y1), may be empty.
-    difficult: the dataset's own difficult flag (VOC) or the pointing-game "difficult" subset.
+    difficult: the dataset's own difficulty annotation (VOC's ``<difficult>``), False where it
+      has none. Not the pointing game's "difficult" subset, which the scoring core computes per
+      row (:func:`bench.data.annotations.pointing_difficult`).
     context: context-region name -> bool HxW mask (e.g. ``{"water": ...}`` for a boat); only
       regions present in the image, and only pairs named by the dataset's manifest.
     """

@@ -16,10 +16,10 @@ Conventions:
   (default; TorchRay's VOC pointing game): a class whose objects are *all* difficult is not a
   target, otherwise its difficult boxes count like the others; ``"include"``: difficult objects
   count like any other; ``"exclude"``: difficult objects are ignored.
-- ``Target.difficult`` (``difficult_flag=``): ``"pointing"`` (default) is the pointing-game
-  "difficult" subset, as for COCO: the class's box-union area is below 1/4 of the image and
-  another class is present; ``"voc"`` is VOC's own flag: all of the class's objects are marked
-  difficult (use with ``difficult_objects="include"``).
+- ``Target.difficult`` is VOC's own annotation: all of the class's objects are marked difficult
+  (only possible with ``difficult_objects="include"``). The pointing game's "difficult" subset
+  is another thing, computed per row by the scoring core
+  (:func:`bench.data.annotations.pointing_difficult`).
 - ``image_id`` is the VOC id (``000001``); images follow the split file's order.
 """
 
@@ -33,14 +33,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from bench.data.annotations import DatasetFormatError, box_mask, check_image_size, check_limit, difficult_flags
+from bench.data.annotations import DatasetFormatError, box_mask, check_image_size, check_limit
 from bench.data.images import load_image
 from bench.data.manifest import Manifest, optional_manifest
 from bench.data.registry import register_dataset
 from bench.data.sample import DroppedImage, Sample, Target
 
 DIFFICULT_OBJECT_POLICIES = ("torchray", "include", "exclude")
-DIFFICULT_FLAGS = ("pointing", "voc")
 
 
 def find_voc_root(root: Path, year: str) -> Path:
@@ -93,18 +92,14 @@ class VocDetection(Dataset):
         manifest: Manifest | None = None,
         year: str = "2007",
         difficult_objects: str = "torchray",
-        difficult_flag: str = "pointing",
         skip_empty: bool = True,
         classes: list[str] | None = None,
     ):
         if difficult_objects not in DIFFICULT_OBJECT_POLICIES:
             raise ValueError(f"difficult_objects must be one of {DIFFICULT_OBJECT_POLICIES}")
-        if difficult_flag not in DIFFICULT_FLAGS:
-            raise ValueError(f"difficult_flag must be one of {DIFFICULT_FLAGS}")
         check_limit(limit)
         self.root = find_voc_root(Path(root).expanduser(), year)
         self.difficult_objects = difficult_objects
-        self.difficult_flag = difficult_flag
         split_file = self.root / "ImageSets" / "Main" / f"{split}.txt"
         if not split_file.is_file():
             raise FileNotFoundError(f"{split_file}: split list not found")
@@ -183,10 +178,6 @@ class VocDetection(Dataset):
                     difficult=all(o["difficult"] for o in objs),
                 )
             )
-        if self.difficult_flag == "pointing":
-            areas = [int(np.count_nonzero(t.mask.numpy())) for t in out]
-            for t, hard in zip(out, difficult_flags(areas, h * w)):
-                t.difficult = hard
         return out
 
 
@@ -199,13 +190,12 @@ def voc(
     *,
     year: str = "2007",
     difficult_objects: str = "torchray",
-    difficult_flag: str = "pointing",
     skip_empty: bool = True,
     classes: list[str] | None = None,
 ) -> VocDetection:
     """PASCAL VOC detection from ``root`` (see the module docstring)."""
     return VocDetection(
         root, split, limit=limit, manifest=optional_manifest(manifest), year=year,
-        difficult_objects=difficult_objects, difficult_flag=difficult_flag,
+        difficult_objects=difficult_objects,
         skip_empty=skip_empty, classes=classes,
     )

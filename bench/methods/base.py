@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from bench.registry import Registry, UnknownNameError, param_type_matches
+from bench.registry import Registry, UnknownNameError, check_params
 
 FAMILIES = ("cam", "gradient", "perturbation", "transformer", "baseline")
 
@@ -47,10 +47,14 @@ class AttributionMethod(abc.ABC):
     and the leaderboard label. ``execution_params`` are the ones that change how the work is
     scheduled but not the maps (``internal_batch_size``): they are recorded in the provenance
     but left out of the label, so changing them does not split a leaderboard row. ``choices``
-    lists the allowed values of string parameters.
+    lists the allowed values of string parameters. ``needs_grad``: the method runs a backward
+    pass (the one gradient flag). ``stochastic``: it draws from each image's seed.
 
-    Parameters are checked when the method is made (names, types, choices, and each method's
-    ranges in :meth:`validate`), and against a loaded model before a run scores anything
+    A subclass states only the ``defaults`` and ``choices`` that differ from its parent's: they
+    are merged with the parent's at class creation (the parent's keys first, in their order).
+    Parameters are checked when the method is made (names, types and choices by
+    :func:`bench.registry.check_params`, the one validator; each method's ranges in
+    :meth:`validate`), and against a loaded model before a run scores anything
     (:meth:`check_model`: layer names, sizes that depend on the input), so a setting that would
     fail on every row never gets that far.
     """
@@ -64,30 +68,18 @@ class AttributionMethod(abc.ABC):
     execution_params: ClassVar[frozenset[str]] = frozenset({"internal_batch_size"})
     description: ClassVar[str] = ""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for attr in ("defaults", "choices"):
+            inherited = getattr(super(cls, cls), attr, {})
+            cls_own = cls.__dict__.get(attr, {})
+            setattr(cls, attr, {**inherited, **cls_own})
+
     def __init__(self, **params: Any):
-        for key, value in params.items():
-            if key not in self.defaults:
-                close = difflib.get_close_matches(key, list(self.defaults), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise MethodConfigError(
-                    f"method {self.name!r} has no parameter {key!r}{hint} "
-                    f"(parameters: {', '.join(self.defaults) or 'none'})"
-                )
-            default = self.defaults[key]
-            if default is not None and value is not None and not param_type_matches(value, default):
-                raise MethodConfigError(
-                    f"method {self.name!r} parameter {key!r} must be "
-                    f"{type(default).__name__}, got {value!r} ({type(value).__name__})"
-                )
-            allowed = self.choices.get(key)
-            if allowed is not None and value not in allowed:
-                raise MethodConfigError(
-                    f"method {self.name!r} parameter {key!r} must be one of "
-                    f"{', '.join(map(repr, allowed))}, got {value!r}"
-                )
+        check_params(f"method {self.name!r}", params, self.defaults, choices=self.choices, error=MethodConfigError)
         self.user_params = dict(params)
         self.params = {**self.defaults, **params}
-        if "internal_batch_size" in self.params:
+        if self.params.get("internal_batch_size") is not None:  # None: the library's own default
             self.require("internal_batch_size", self.params["internal_batch_size"] >= 1, ">= 1")
         self.validate()
 
@@ -404,15 +396,14 @@ class CAMMethod(AttributionMethod):
 
     family = "cam"
     needs_grad = True
-    uses_gradients: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {"layer": None, "relu": True}
 
     def attribute(self, model, inputs, targets, *, seeds=None):
         layer = self.params.get("layer")
         if not layer:
             raise MethodConfigError(f"method {self.name!r} needs a target layer (param 'layer')")
-        x = inputs.detach().requires_grad_(self.uses_gradients)
-        with capture_layer(model, layer) as cap, torch.set_grad_enabled(self.uses_gradients):
+        x = inputs.detach().requires_grad_(self.needs_grad)
+        with capture_layer(model, layer) as cap, torch.set_grad_enabled(self.needs_grad):
             logits = model(x)
             acts = cap.activation
             if acts is None:
@@ -420,7 +411,7 @@ class CAMMethod(AttributionMethod):
             if acts.ndim != 4:
                 raise ValueError(f"layer {layer!r} output must be BxCxhxw, got {tuple(acts.shape)}")
             grads = None
-            if self.uses_gradients:
+            if self.needs_grad:
                 (grads,) = torch.autograd.grad(target_scores(logits, targets).sum(), acts)
         cam = self.combine(model, x.detach(), targets, acts.detach(), grads, logits.detach())
         if self.params.get("relu", True):
@@ -429,5 +420,5 @@ class CAMMethod(AttributionMethod):
 
     @abc.abstractmethod
     def combine(self, model, inputs, targets, acts, grads, logits) -> torch.Tensor:
-        """The map Bxhxw from the layer's activations (and gradients, when ``uses_gradients``):
+        """The map Bxhxw from the layer's activations (and gradients, when ``needs_grad``):
         the one thing each CAM method defines."""

@@ -26,8 +26,7 @@ class CAM(CAMMethod):
 
     name = "cam"
     needs_grad = False
-    uses_gradients = False
-    defaults = {"layer": None, "relu": True, "fc": None}
+    defaults = {"fc": None}
     description = "CAM (Zhou et al., CVPR 2016): final linear weights x activations; GAP+linear heads"
 
     def check_model(self, model, input_shape) -> None:
@@ -83,7 +82,7 @@ class GradCAMPlusPlus(CAMMethod):
     ReLU(g) > 0 the denominator is positive for non-negative activations)."""
 
     name = "gradcampp"
-    defaults = {"layer": None, "relu": True, "eps": 1e-6}
+    defaults = {"eps": 1e-6}
     description = "Grad-CAM++ (Chattopadhay et al., WACV 2018): pixel-weighted positive gradients"
 
     def combine(self, model, inputs, targets, acts, grads, logits):
@@ -140,8 +139,7 @@ class ScoreCAM(CAMMethod):
 
     name = "scorecam"
     needs_grad = False
-    uses_gradients = False
-    defaults = {"layer": None, "relu": True, "weighting": "softmax", "internal_batch_size": 64}
+    defaults = {"weighting": "softmax", "internal_batch_size": 64}
     choices = {"weighting": ("softmax", "probability")}
     description = "Score-CAM (Wang et al., CVPRW 2020): channels weighed by the score of the masked input"
 
@@ -181,7 +179,6 @@ class EigenCAM(CAMMethod):
 
     name = "eigencam"
     needs_grad = False
-    uses_gradients = False
     description = "Eigen-CAM (Muhammad & Yeasin, IJCNN 2020): first principal component; class-agnostic"
 
     def combine(self, model, inputs, targets, acts, grads, logits):

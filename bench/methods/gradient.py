@@ -160,10 +160,7 @@ class IntegratedGradients(GradientMethod):
         "reduce": "abs_sum",
         "internal_batch_size": 64,
     }
-    choices = {
-        "reduce": REDUCTIONS,
-        "method": ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"),
-    }
+    choices = {"method": ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")}
     description = "Integrated Gradients (Sundararajan et al., ICML 2017); constant baseline; channels by sum |a|"
 
     def validate(self) -> None:

@@ -94,7 +94,7 @@ class AttentionRollout(RolloutMethod):
     Class-agnostic: the target is ignored."""
 
     name = "attention_rollout"
-    defaults = {**RolloutMethod.defaults, "head_fusion": "mean", "discard_ratio": 0.0}
+    defaults = {"head_fusion": "mean", "discard_ratio": 0.0}
     choices = {"head_fusion": ("mean", "max", "min")}
     description = "attention rollout (Abnar & Zuidema, ACL 2020); class-agnostic; ViT-style models"
 

@@ -5,7 +5,7 @@ value per sample (``iou_curve``: BxT). The conventions each one follows (ties, t
 constant / NaN maps, empty masks, normalisation) are in its docstring and pinned by tests.
 """
 
-from bench.metrics.base import METRICS, MetricInfo, TruthBatch, register_metric
+from bench.metrics.base import METRICS, MapStats, MetricInfo, ModelAccess, TruthBatch, register_metric
 from bench.metrics.gaze import auc_judd, cc, kl_div, nss, shuffled_auc, sim
 from bench.metrics.leakage import context_pointing_rate, density_ratio, leakage
 from bench.metrics.overlap import (
@@ -13,16 +13,17 @@ from bench.metrics.overlap import (
     coverage,
     instance_recall,
     iou_curve,
-    mass_accuracy,
     rank_accuracy,
     top_k_intersection,
 )
-from bench.metrics.pointing import energy_pointing_game, pointing_game
+from bench.metrics.pointing import energy_pointing_game, mass_accuracy, pointing_game
 
 __all__ = [
     "METRICS",
     "MetricInfo",
     "TruthBatch",
+    "MapStats",
+    "ModelAccess",
     "register_metric",
     "pointing_game",
     "energy_pointing_game",

@@ -1,4 +1,4 @@
-"""Gaze metrics: how well a map predicts where people look (DESIGN.md, "Gaze").
+"""Gaze metrics: how well a map predicts where people look (docs/design.md, "Metric definitions").
 
 Definitions follow the MIT saliency benchmark's MATLAB code (cvzoya/saliency,
 ``code_forMetrics``: NSS.m, AUC_Judd.m, AUC_shuffled.m, CC.m, KLdiv.m, similarity.m) unless a
@@ -25,13 +25,11 @@ from __future__ import annotations
 import torch
 
 from bench.metrics.base import (
-    TruthBatch,
     check_pair,
     constant_maps,
     nan_where,
     nonfinite_maps,
     register_metric,
-    require,
     exact_dtype,
 )
 from bench.metrics.ranking import by_chunks, count_true, positives_above_and_tied
@@ -59,6 +57,12 @@ def _check_density(maps: torch.Tensor, densities: torch.Tensor) -> None:
         raise ValueError(f"densities on {densities.device} but maps on {maps.device}")
 
 
+@register_metric(
+    "nss",
+    higher_is_better=True,
+    requires=("fixations",),
+    description="normalized scanpath saliency (MIT; std with ddof=1)",
+)
 def nss(maps: torch.Tensor, fixation_maps: torch.Tensor, *, ddof: int = 1) -> torch.Tensor:
     """Normalized scanpath saliency: the map standardised to mean 0 and standard deviation 1
     over all pixels, averaged over the fixated pixels.
@@ -81,6 +85,12 @@ def nss(maps: torch.Tensor, fixation_maps: torch.Tensor, *, ddof: int = 1) -> to
     return nan_where(score, bad | (n_fix == 0))
 
 
+@register_metric(
+    "auc_judd",
+    higher_is_better=True,
+    requires=("fixations",),
+    description="AUC-Judd (MIT), ties by their expectation over MIT's jitter",
+)
 def auc_judd(maps: torch.Tensor, fixation_maps: torch.Tensor) -> torch.Tensor:
     """AUC-Judd (MIT's AUC_Judd.m): fixated pixels are positives, every other pixel a negative;
     the ROC's thresholds are the map values at the fixations (plus the end points (0, 0) and
@@ -117,6 +127,12 @@ def auc_judd(maps: torch.Tensor, fixation_maps: torch.Tensor) -> torch.Tensor:
     return nan_where(auc, bad | (n_fix == 0) | (n_fix == fix.shape[1]))
 
 
+@register_metric(
+    "shuffled_auc",
+    higher_is_better=True,
+    requires=("fixations", "other_fixations"),
+    description="shuffled AUC (MIT), negatives = other images' fixations, in expectation",
+)
 def shuffled_auc(
     maps: torch.Tensor,
     fixation_maps: torch.Tensor,
@@ -198,6 +214,12 @@ def _density_prepared(maps: torch.Tensor, densities: torch.Tensor):
     return flat, dens, bad | no_truth
 
 
+@register_metric(
+    "cc",
+    higher_is_better=True,
+    requires=("density",),
+    description="Pearson correlation of map and fixation density (MIT)",
+)
 def cc(maps: torch.Tensor, densities: torch.Tensor) -> torch.Tensor:
     """Pearson's linear correlation between the map and the density over all pixels, in
     [-1, 1] (MIT's CC.m; pysaliency's ``CC`` is the same number).
@@ -216,6 +238,12 @@ def cc(maps: torch.Tensor, densities: torch.Tensor) -> torch.Tensor:
     return nan_where(r, undefined | (vb == 0))
 
 
+@register_metric(
+    "kl_div",
+    higher_is_better=False,
+    requires=("density",),
+    description="KL divergence of the map from the fixation density (MIT)",
+)
 def kl_div(maps: torch.Tensor, densities: torch.Tensor) -> torch.Tensor:
     """KL divergence of the map from the density, both as distributions (MIT's KLdiv.m):
     ``sum(Q * log(eps + Q / (P + eps)))``, Q the density, P the map, eps = 2^-52 (MATLAB's
@@ -235,6 +263,12 @@ def kl_div(maps: torch.Tensor, densities: torch.Tensor) -> torch.Tensor:
     return nan_where(kl, undefined)
 
 
+@register_metric(
+    "sim",
+    higher_is_better=True,
+    requires=("density",),
+    description="histogram intersection of map and fixation density (MIT)",
+)
 def sim(maps: torch.Tensor, densities: torch.Tensor) -> torch.Tensor:
     """Similarity (histogram intersection, MIT's similarity.m): both min-max normalised, then
     divided by their sums; ``sum(min(P, Q))`` in [0, 1], 1 for identical distributions.
@@ -250,68 +284,3 @@ def sim(maps: torch.Tensor, densities: torch.Tensor) -> torch.Tensor:
     p = _as_density(flat, minmax=True)
     q = _as_density(dens, minmax=True)
     return nan_where(torch.minimum(p, q).sum(dim=1), undefined)
-
-
-@register_metric(
-    "nss",
-    higher_is_better=True,
-    requires=("fixations",),
-    description="normalized scanpath saliency (MIT; std with ddof=1)",
-)
-def _nss_score(maps: torch.Tensor, truth: TruthBatch, ddof: int = 1):
-    return nss(maps, require(truth, "fixations", "nss"), ddof=ddof)
-
-
-@register_metric(
-    "auc_judd",
-    higher_is_better=True,
-    requires=("fixations",),
-    description="AUC-Judd (MIT), ties by their expectation over MIT's jitter",
-)
-def _auc_judd_score(maps: torch.Tensor, truth: TruthBatch):
-    return auc_judd(maps, require(truth, "fixations", "auc_judd"))
-
-
-@register_metric(
-    "shuffled_auc",
-    higher_is_better=True,
-    requires=("fixations",),
-    description="shuffled AUC (MIT), negatives = other images' fixations, in expectation",
-)
-def _shuffled_auc_score(maps: torch.Tensor, truth: TruthBatch, step: float | None = 0.1):
-    return shuffled_auc(
-        maps,
-        require(truth, "fixations", "shuffled_auc"),
-        require(truth, "other_fixations", "shuffled_auc"),
-        step=step,
-    )
-
-
-@register_metric(
-    "cc",
-    higher_is_better=True,
-    requires=("density",),
-    description="Pearson correlation of map and fixation density (MIT)",
-)
-def _cc_score(maps: torch.Tensor, truth: TruthBatch):
-    return cc(maps, require(truth, "density", "cc"))
-
-
-@register_metric(
-    "kl_div",
-    higher_is_better=False,
-    requires=("density",),
-    description="KL divergence of the map from the fixation density (MIT)",
-)
-def _kl_score(maps: torch.Tensor, truth: TruthBatch):
-    return kl_div(maps, require(truth, "density", "kl_div"))
-
-
-@register_metric(
-    "sim",
-    higher_is_better=True,
-    requires=("density",),
-    description="histogram intersection of map and fixation density (MIT)",
-)
-def _sim_score(maps: torch.Tensor, truth: TruthBatch):
-    return sim(maps, require(truth, "density", "sim"))

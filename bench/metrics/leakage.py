@@ -12,10 +12,9 @@ from __future__ import annotations
 import torch
 
 from bench.metrics.base import (
-    TruthBatch,
+    MapStats,
     check_pair,
     empty_masks,
-    invalid_maps,
     mass_fraction,
     nan_where,
     nonfinite_maps,
@@ -24,7 +23,6 @@ from bench.metrics.base import (
     without_overflow,
     work_dtype,
 )
-from bench.metrics.pointing import argmax_points
 from bench.metrics.ranking import count_true
 
 
@@ -34,20 +32,35 @@ def _region(maps, object_masks, context_masks) -> torch.Tensor:
     return context_masks & ~object_masks
 
 
-def leakage(maps: torch.Tensor, object_masks: torch.Tensor, context_masks: torch.Tensor) -> torch.Tensor:
+@register_metric(
+    "leakage",
+    higher_is_better=False,
+    requires=("masks", "context"),
+    description="positive mass on context outside the object / total positive mass",
+)
+def leakage(
+    maps: torch.Tensor, object_masks: torch.Tensor, context_masks: torch.Tensor, *, stats: MapStats | None = None
+) -> torch.Tensor:
     """Positive mass on ``context & ~object`` over total positive mass (float B in [0, 1]).
 
     NaN where undefined: no context pixels outside the object, an empty object mask, no
     positive mass (all-zero or all-negative map), or a NaN/Inf map.
     """
     region = _region(maps, object_masks, context_masks)
-    frac, no_mass = mass_fraction(maps, region)
-    undefined = no_mass | empty_masks(region) | empty_masks(object_masks) | nonfinite_maps(maps)
+    stats = stats if stats is not None else MapStats(maps)
+    frac, no_mass = mass_fraction(maps, region, stats)
+    undefined = no_mass | empty_masks(region) | empty_masks(object_masks) | stats.nonfinite
     return nan_where(frac, undefined)
 
 
+@register_metric(
+    "context_pointing_rate",
+    higher_is_better=False,
+    requires=("masks", "context"),
+    description="rate at which the map's argmax falls on the context outside the object",
+)
 def context_pointing_rate(
-    maps: torch.Tensor, object_masks: torch.Tensor, context_masks: torch.Tensor
+    maps: torch.Tensor, object_masks: torch.Tensor, context_masks: torch.Tensor, *, stats: MapStats | None = None
 ) -> torch.Tensor:
     """1.0 where the map's argmax pixel lies on ``context & ~object``, else 0.0 (float B; its
     mean over samples is the rate). No tolerance: the argmax pixel itself must be context.
@@ -58,20 +71,29 @@ def context_pointing_rate(
     lower-is-better metric.
     """
     region = _region(maps, object_masks, context_masks)
-    ys, xs = argmax_points(maps)
+    stats = stats if stats is not None else MapStats(maps)
+    ys, xs = stats.argmax
     b = maps.shape[0]
     on_context = region[torch.arange(b, device=maps.device), ys, xs]
-    undefined = invalid_maps(maps) | empty_masks(region) | empty_masks(object_masks)
+    undefined = stats.invalid | empty_masks(region) | empty_masks(object_masks)
     return nan_where(on_context.to(work_dtype(maps)), undefined)
 
 
+@register_metric(
+    "density_ratio",
+    higher_is_better=False,
+    requires=("masks", "context"),
+    description="mean positive map value on context / on the object (NaN where the object gets none)",
+)
 def density_ratio(maps: torch.Tensor, object_masks: torch.Tensor, context_masks: torch.Tensor) -> torch.Tensor:
     """Mean positive map value per pixel on ``context & ~object`` over the mean on the object
     (float B in [0, inf]): 1 means context pixels get as much attribution as object pixels, 2
     twice as much. Unlike :func:`leakage` it does not grow with the context's area.
 
-    +inf where the object gets no positive mass but the context does (all evidence on context).
-    NaN where the region or the object mask is empty, the map has no positive mass on either, or
+    +inf where the object gets no positive mass but the context does (all evidence on context);
+    as a registered score (a mean over rows cannot hold +inf) that row is undefined, NaN, and
+    counted by the leaderboard, while leakage and context_pointing_rate still score it at their
+    worst. NaN where the region or the object mask is empty, the map has no positive mass on either, or
     the map holds NaN/Inf. Maps large enough to overflow the sums are rescaled first (the ratio
     does not change).
     """
@@ -85,43 +107,3 @@ def density_ratio(maps: torch.Tensor, object_masks: torch.Tensor, context_masks:
     ratio = torch.where(mean_obj > 0, mean_ctx / torch.where(mean_obj > 0, mean_obj, 1.0), torch.inf)
     undefined = (n_ctx == 0) | (n_obj == 0) | ((mean_ctx == 0) & (mean_obj == 0)) | nonfinite_maps(maps)
     return nan_where(ratio, undefined)
-
-
-def _context(truth: TruthBatch) -> torch.Tensor:
-    if truth.context is None:
-        return torch.zeros_like(truth.masks)
-    return truth.context
-
-
-@register_metric(
-    "leakage",
-    higher_is_better=False,
-    requires=("masks", "context"),
-    description="positive mass on context outside the object / total positive mass",
-)
-def _leakage_score(maps: torch.Tensor, truth: TruthBatch):
-    return leakage(maps, truth.masks, _context(truth))
-
-
-@register_metric(
-    "context_pointing_rate",
-    higher_is_better=False,
-    requires=("masks", "context"),
-    description="rate at which the map's argmax falls on the context outside the object",
-)
-def _context_pointing_score(maps: torch.Tensor, truth: TruthBatch):
-    return context_pointing_rate(maps, truth.masks, _context(truth))
-
-
-@register_metric(
-    "density_ratio",
-    higher_is_better=False,
-    requires=("masks", "context"),
-    description="mean positive map value on context / on the object (NaN where the object gets none)",
-)
-def _density_ratio_score(maps: torch.Tensor, truth: TruthBatch):
-    # A mean over samples cannot hold +inf: rows where the object gets no positive mass are
-    # left undefined (NaN, counted by the leaderboard); leakage and context_pointing_rate still
-    # score them at their worst.
-    ratio = density_ratio(maps, truth.masks, _context(truth))
-    return torch.where(torch.isinf(ratio), torch.full_like(ratio, float("nan")), ratio)

@@ -1,4 +1,4 @@
-"""Overlap and coverage of the object by the map (DESIGN.md, "Overlap and coverage").
+"""Overlap and coverage of the object by the map (docs/design.md, "Metric definitions").
 
 Shared conventions, pinned by tests/test_metrics_overlap.py:
 
@@ -21,15 +21,11 @@ from typing import Literal, Sequence
 import torch
 
 from bench.metrics.base import (
-    TruthBatch,
     check_pair,
     constant_maps,
-    empty_masks,
-    mass_fraction,
     nan_where,
     nonfinite_maps,
     register_metric,
-    require,
     work_dtype,
 )
 from bench.metrics.ranking import SortedMaps, by_chunks, count_true, expected_top_n_hits
@@ -47,20 +43,6 @@ def _prepared(maps: torch.Tensor, masks: torch.Tensor):
     return flat, gt, area, bad | (area == 0)
 
 
-def mass_accuracy(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Relevance mass accuracy (Arras et al., 2022): positive mass inside the mask / total
-    positive mass, in [0, 1]. The same number as the energy pointing game.
-
-    NaN where the mask is empty, the map has no positive mass (all-zero or all-negative) or holds
-    NaN/Inf. A constant positive map scores the mask's area fraction. Quantus sums the raw
-    (signed) map instead of its positive part, so the two agree on non-negative maps only; on
-    signed maps Quantus's ratio can leave [0, 1].
-    """
-    check_pair(maps, masks)
-    frac, no_mass = mass_fraction(maps, masks)
-    return nan_where(frac, no_mass | nonfinite_maps(maps) | empty_masks(masks))
-
-
 def _top_n_fraction(flat, gt, n, denom):
     def run(flat, gt, n, denom):
         return expected_top_n_hits(flat, gt, n) / denom.clamp(min=1).to(flat.dtype)
@@ -68,6 +50,12 @@ def _top_n_fraction(flat, gt, n, denom):
     return by_chunks(run, (flat, gt, n, denom), flat.shape[1])
 
 
+@register_metric(
+    "rank_accuracy",
+    higher_is_better=True,
+    requires=("masks",),
+    description="fraction of the |object| highest pixels inside the object (Arras et al.)",
+)
 def rank_accuracy(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Relevance rank accuracy (Arras et al., 2022): of the K = |mask| highest-valued pixels, the
     fraction inside the mask, in [0, 1]. Signed values are ranked as they are.
@@ -93,6 +81,12 @@ def top_k_intersection(maps: torch.Tensor, masks: torch.Tensor, k: int) -> torch
     return nan_where(_top_n_fraction(flat, gt, kk, kk), undefined)
 
 
+@register_metric(
+    "coverage",
+    higher_is_better=True,
+    requires=("masks",),
+    description="fraction of the object inside the map's top-|object| positive pixels",
+)
 def coverage(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Fraction of the object's pixels inside the top-q of the map, q = the object's area
     fraction (the seed's "incomplete highlighting" failure), counting only pixels the map
@@ -163,6 +157,12 @@ def _ceil_to(cut: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.where(low.double() < cut, torch.nextafter(low, torch.full_like(low, torch.inf)), low)
 
 
+@register_metric(
+    "best_iou",
+    higher_is_better=True,
+    requires=("masks",),
+    description="highest IoU of the object and the map over every threshold",
+)
 def best_iou(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """The highest IoU between the mask and ``{value >= s}`` over every threshold s > 0: the
     supremum of :func:`iou_curve` ("max_fraction") over all t in (0, 1], computed exactly from
@@ -188,6 +188,12 @@ def best_iou(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return nan_where(by_chunks(run, (flat, gt, area), flat.shape[1]), undefined)
 
 
+@register_metric(
+    "instance_recall",
+    higher_is_better=True,
+    requires=("instances",),
+    description="fraction of instances whose peak reaches half the map's peak",
+)
 def instance_recall(maps: torch.Tensor, instance_masks: torch.Tensor) -> torch.Tensor:
     """Fraction of a class's instances that the map finds (the seed's "highlights only one of the
     objects" failure): an instance counts when its peak map value reaches half the map's global
@@ -222,43 +228,15 @@ def instance_recall(maps: torch.Tensor, instance_masks: torch.Tensor) -> torch.T
 
 
 @register_metric(
-    "mass_accuracy",
-    higher_is_better=True,
-    requires=("masks",),
-    description="positive mass inside the object / total positive mass (Arras et al.)",
-)
-def _mass_accuracy_score(maps: torch.Tensor, truth: TruthBatch):
-    return mass_accuracy(maps, truth.masks)
-
-
-@register_metric(
-    "rank_accuracy",
-    higher_is_better=True,
-    requires=("masks",),
-    description="fraction of the |object| highest pixels inside the object (Arras et al.)",
-)
-def _rank_accuracy_score(maps: torch.Tensor, truth: TruthBatch):
-    return rank_accuracy(maps, truth.masks)
-
-
-@register_metric(
     "top_k_intersection",
     higher_is_better=True,
     requires=("masks",),
     description="fraction of the k highest pixels inside the object (Theiner et al.)",
 )
-def _top_k_score(maps: torch.Tensor, truth: TruthBatch, k: int = 1000):
-    return top_k_intersection(maps, truth.masks, min(int(k), maps.shape[-1] * maps.shape[-2]))
-
-
-@register_metric(
-    "coverage",
-    higher_is_better=True,
-    requires=("masks",),
-    description="fraction of the object inside the map's top-|object| positive pixels",
-)
-def _coverage_score(maps: torch.Tensor, truth: TruthBatch):
-    return coverage(maps, truth.masks)
+def top_k_within(maps: torch.Tensor, masks: torch.Tensor, k: int = 1000) -> torch.Tensor:
+    """:func:`top_k_intersection` with ``k`` capped at the map's pixel count: a config's k
+    (default 1000) larger than an image means the whole image there, not an error."""
+    return top_k_intersection(maps, masks, min(int(k), maps.shape[-1] * maps.shape[-2]))
 
 
 @register_metric(
@@ -267,25 +245,7 @@ def _coverage_score(maps: torch.Tensor, truth: TruthBatch):
     requires=("masks",),
     description="IoU of the object and the map binarised at `threshold` (see iou_curve)",
 )
-def _iou_score(maps: torch.Tensor, truth: TruthBatch, threshold: float = 0.5, mode: str = "max_fraction"):
-    return iou_curve(maps, truth.masks, [threshold], mode=mode)[:, 0]
-
-
-@register_metric(
-    "best_iou",
-    higher_is_better=True,
-    requires=("masks",),
-    description="highest IoU of the object and the map over every threshold",
-)
-def _best_iou_score(maps: torch.Tensor, truth: TruthBatch):
-    return best_iou(maps, truth.masks)
-
-
-@register_metric(
-    "instance_recall",
-    higher_is_better=True,
-    requires=("instances",),
-    description="fraction of instances whose peak reaches half the map's peak",
-)
-def _instance_recall_score(maps: torch.Tensor, truth: TruthBatch):
-    return instance_recall(maps, require(truth, "instances", "instance_recall"))
+def iou(maps: torch.Tensor, masks: torch.Tensor, threshold: float = 0.5, mode: str = "max_fraction") -> torch.Tensor:
+    """IoU of the mask and the map binarised at one ``threshold``: the column of
+    :func:`iou_curve` (same conventions, same ``mode``s) at that threshold, float B."""
+    return iou_curve(maps, masks, [threshold], mode=mode)[:, 0]

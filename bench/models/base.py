@@ -1,4 +1,4 @@
-"""Model adapters: a spec string becomes a :class:`ModelBundle` (DESIGN.md, "Model adapter").
+"""Model adapters: a spec string becomes a :class:`ModelBundle` (docs/design.md, "Model adapter").
 
 Spec forms: ``PREFIX:REST`` (``harbor:contextual``, ``torchvision:resnet50``,
 ``python:pkg.mod:factory``) or a bare name (``effnet-lite0``). The prefix (or the bare name)
@@ -14,9 +14,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from bench.data.sample import TOP1
 from bench.registry import Registry
-
-TOP1 = "<top-1>"
 
 
 @dataclass
@@ -94,8 +93,6 @@ def load_model(spec: str, *, seed: int = 0, progress: bool = True, **params: Any
     """Resolve a model spec; ``params`` are the config's extra keys for that model.
     ``progress``: let an adapter that trains or downloads (``harbor:``) show a progress bar."""
     import inspect
-
-    import bench.models.adapters  # noqa: F401  (registers the built-in adapters)
 
     prefix, rest = split_spec(spec)
     adapter = MODEL_ADAPTERS.get(prefix)

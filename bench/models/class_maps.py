@@ -23,7 +23,7 @@ Class-map file format (also what a user's own ``class_map = "path/to/map.json"``
 An output index may stand for at most one class unless ``shared_outputs`` lists it with exactly
 the classes that share it.
 
-The rule ``"max_logit"`` (:func:`select_targets`): per image, a dataset class becomes the one of
+The rule ``"max_logit"`` (:func:`max_logit`; :func:`select_targets` by label): per image, a dataset class becomes the one of
 its mapped outputs with the highest logit *on that image*; the attribution method then explains
 that output. ``"<top-1>"`` (gaze data) maps to every output, so the rule picks the model's top-1.
 """
@@ -195,11 +195,28 @@ def mapped_and_unmapped(class_map: ClassMap) -> tuple[list[str], list[str]]:
 # -- the max-logit rule ---------------------------------------------------------------------------
 
 
+def max_logit(logits: torch.Tensor, candidates: Sequence[Sequence[int] | None]) -> torch.Tensor:
+    """The rule ``"max_logit"``, the one place it is computed: per row n of ``logits`` (N x K),
+    the output among ``candidates[n]`` (None: every output) with the highest logit; ties go to
+    the lowest output index; ``-1`` where ``candidates[n]`` is empty. Computed on the logits'
+    device; the host-built mask goes up with a non-blocking copy (no synchronisation). Returns
+    long N."""
+    allowed = torch.zeros(logits.shape, dtype=torch.bool)
+    for n, cands in enumerate(candidates):
+        if cands is None:
+            allowed[n] = True
+        elif len(cands):
+            allowed[n, list(cands)] = True
+    allowed = allowed.to(logits.device, non_blocking=True)
+    targets = logits.detach().float().masked_fill(~allowed, float("-inf")).argmax(dim=1)
+    return torch.where(allowed.any(dim=1), targets, torch.full_like(targets, -1))
+
+
 def select_targets(class_map: ClassMap, logits: torch.Tensor, labels: Sequence[str]) -> torch.Tensor:
     """Per image i, the output that stands for ``labels[i]``: the mapped output with the highest
-    logit on image i (rule ``max_logit``); ``-1`` where the label maps to no output (skip and
-    count it). ``logits``: BxK, ``labels``: B dataset class names (``"<top-1>"`` allowed).
-    Returns long B on the logits' device."""
+    logit on image i (rule ``max_logit``, :func:`max_logit`); ``-1`` where the label maps to no
+    output (skip and count it). ``logits``: BxK, ``labels``: B dataset class names
+    (``"<top-1>"`` allowed). Returns long B on the logits' device."""
     if class_map.rule not in RULES:
         raise ClassMapError(f"class map rule {class_map.rule!r} unknown (known: {', '.join(RULES)})")
     if logits.ndim != 2 or logits.shape[0] != len(labels):
@@ -207,21 +224,11 @@ def select_targets(class_map: ClassMap, logits: torch.Tensor, labels: Sequence[s
             f"select_targets: need BxK logits and B labels, got {tuple(logits.shape)} and {len(labels)}"
         )
     k = logits.shape[1]
-    # One mask row per distinct label (a batch holds few), gathered per image.
-    unique = sorted(set(labels))
-    rows = torch.zeros((len(unique), k), dtype=torch.bool)
-    for row, label in enumerate(unique):
-        idx = class_map.indices(label)
-        if idx:
-            if max(idx) >= k:
-                raise ValueError(f"class {label!r} maps to output {max(idx)} but the model has {k}")
-            rows[row, idx] = True
-    position = {label: row for row, label in enumerate(unique)}
-    which = torch.tensor([position[label] for label in labels], dtype=torch.long)
-    allowed = rows[which].to(logits.device)
-    masked = logits.detach().masked_fill(~allowed, float("-inf"))
-    targets = masked.argmax(dim=1)
-    return torch.where(allowed.any(dim=1), targets, torch.full_like(targets, -1))
+    per_label = {label: class_map.indices(label) for label in set(labels)}
+    for label, idx in per_label.items():
+        if idx and max(idx) >= k:
+            raise ValueError(f"class {label!r} maps to output {max(idx)} but the model has {k}")
+    return max_logit(logits, [per_label[label] for label in labels])
 
 
 # -- generating imagenet_classes.txt ---------------------------------------------------------------

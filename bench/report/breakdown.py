@@ -48,7 +48,7 @@ def class_cells(
 
 def run_seed(path: Path) -> int:
     """The bootstrap seed a run's leaderboard uses: its config's seed (0 if unknown)."""
-    config = Path(path) / "config.json"
+    config = Path(path) / results.CONFIG_JSON
     if config.exists():
         try:
             return int(json.loads(config.read_text()).get("seed", 0))

@@ -8,10 +8,11 @@ values: the examples are not chosen to flatter any method.
 
 Which maps: a run made with ``save_maps`` has every map it scored under ``maps/``; those exact
 arrays are used. Otherwise the maps of the chosen samples are recomputed from the run's resolved
-config (``config.json``): the same dataset, model adapter, method parameters and per-item seeds
-(:func:`bench.engine.item_seed`), the target output the run recorded in its rows (or the class
-map's max-logit rule where a row has none), and the engine's bilinear resize to the original
-image size. ``tests/test_report_figures.py`` pins that recomputed maps equal saved ones.
+config (``config.json``) through the scoring core the run used (:mod:`bench.scoring`): the same
+dataset, model adapter, method parameters, per-item seeds and autocast, the target output the
+run recorded in its rows (or the class map's max-logit rule where a row has none), and the same
+bilinear resize to the original image size. ``tests/test_report_figures.py`` pins that
+recomputed maps equal saved ones.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
+from bench import results
 from bench.data.sample import Target
 from bench.maps_io import map_path, safe_name
 
@@ -84,14 +85,11 @@ def choose(rows: pd.DataFrame, metrics: list[str], k: int = 4) -> list[tuple[int
 def _config(run_dir: Path, allow_code: bool = False):
     from bench.config import parse_config
 
-    path = Path(run_dir) / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: missing; the run's resolved config says how to rebuild its samples")
-    return parse_config(json.loads(path.read_text()), source=str(path), allow_code=allow_code)
+    return parse_config(_config_data(run_dir), source=str(Path(run_dir) / results.CONFIG_JSON), allow_code=allow_code)
 
 
 def _config_data(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / "config.json"
+    path = Path(run_dir) / results.CONFIG_JSON
     if not path.exists():
         raise FileNotFoundError(f"{path}: missing; the run's resolved config says how to rebuild its samples")
     return json.loads(path.read_text())
@@ -153,7 +151,7 @@ def collect(run_dir: Path, rows: pd.DataFrame, metrics: list[str], k: int = 4, *
             if (model, method) in folders:
                 path = folders[(model, method)] / f"{safe_name(ex.image_id)}__{safe_name(ex.target.label)}.npy"
             else:
-                path = map_path(run_dir / "maps", model, method, ex.image_id, ex.target.label)
+                path = map_path(run_dir / results.MAPS, model, method, ex.image_id, ex.target.label)
             if path.exists():
                 ex.maps[(model, method)] = np.load(path).astype(np.float32)
                 ex.source[(model, method)] = "saved"
@@ -165,13 +163,11 @@ def collect(run_dir: Path, rows: pd.DataFrame, metrics: list[str], k: int = 4, *
 
 
 def _recompute(run_dir: Path, rows: pd.DataFrame, missing: dict[str, list[tuple[Example, str]]], device: str | None, allow_code: bool = False) -> None:
-    from bench.engine import resolve_device
-    from bench.methods import create_method
+    from bench.engine import RunError, methods_of, resolve_device
     from bench.models import load_model
+    from bench.scoring import ModelRun
 
     cfg = _config(run_dir, allow_code)
-    from bench.engine import RunError
-
     try:
         dev = resolve_device(device or cfg.device)
     except RunError:
@@ -181,55 +177,56 @@ def _recompute(run_dir: Path, rows: pd.DataFrame, missing: dict[str, list[tuple[
         for r in rows[["model", "image_id", "target", "output"]].itertuples(index=False):
             if r.output is not None and not (isinstance(r.output, float) and math.isnan(r.output)):
                 outputs[(r.model, r.image_id, r.target)] = int(r.output)
+    methods = methods_of(cfg)
     for model_cfg in cfg.models:
         bundle = load_model(model_cfg.name, seed=cfg.seed, progress=False, **model_cfg.params)
         todo = missing.get(bundle.spec)
         if not todo:
             continue
-        methods = {}
-        for m in cfg.methods:
-            method = create_method(m.name, **m.params)
-            methods[m.label or method.label] = method.with_model_defaults(bundle.target_layer)
-        module = bundle.module.to(dev).eval()
+        run = ModelRun.for_model(bundle, methods, [], dev, seed=cfg.seed, autocast=cfg.autocast)  # maps only, no scores
+        bound = dict(run.methods)
         by_method: dict[str, list[Example]] = {}
         for ex, label in todo:
-            if label in methods:  # a method the config no longer has: nothing to recompute
+            if label in bound:  # a method the config no longer has: nothing to recompute
                 by_method.setdefault(label, []).append(ex)
         for label, exs in by_method.items():
             outs = [outputs.get((bundle.spec, ex.image_id, ex.target.label)) for ex in exs]
-            for ex, m in zip(exs, recompute_maps(cfg.seed, bundle, module, methods[label], label, exs, dev, outs)):
+            for ex, m in zip(exs, recompute_maps(run, bundle.preprocess, label, exs, outs)):
                 ex.maps[(bundle.spec, label)] = m
                 ex.source[(bundle.spec, label)] = "recomputed"
 
 
-def recompute_maps(run_seed: int, bundle, module, method, label: str, exs: list[Example], device: torch.device, outputs: list[int | None]) -> list[np.ndarray]:
-    """Maps as the engine makes them: preprocess, target output (the run's, else the class
-    map's max-logit rule), per-item seed, bilinear resize to the original size. Examples whose
-    model inputs share a shape are attributed in one call."""
-    from bench.engine import item_seed
-    from bench.models.class_maps import select_targets
+def recompute_maps(run, preprocess, label: str, exs: list[Example], outputs: list[int | None]) -> list[np.ndarray]:
+    """The maps of method ``label`` of :class:`~bench.scoring.ModelRun` ``run`` for ``exs``, as
+    the run made them, through the scoring core: the model input, the target output (the
+    run's, else the class map's max-logit rule), the per-item seed, the method under the run's
+    autocast, the bilinear resize to the original size. Examples whose model inputs share a
+    shape are attributed in one call; a method that fails on an example raises."""
+    from bench.batching import Job, Prepared
+    from bench.scoring import method_maps, model_inputs, resolve_targets, upsample
 
-    inputs = [bundle.preprocess(ex.image) for ex in exs]
+    method = dict(run.methods)[label]
+    batch = [
+        Prepared(ex.sample, ex.image_id, tuple(ex.image.shape[-2:]), preprocess(ex.image), targets=[ex.target])
+        for ex in exs
+    ]
     result: list[np.ndarray | None] = [None] * len(exs)
     groups: dict[tuple[int, ...], list[int]] = {}
-    for n, x in enumerate(inputs):
-        groups.setdefault(tuple(x.shape), []).append(n)
+    for n, p in enumerate(batch):
+        groups.setdefault(tuple(p.input.shape), []).append(n)
     for members in groups.values():
-        batch = torch.stack([inputs[n] for n in members]).to(device)
-        outs = [outputs[n] for n in members]
-        if any(o is None for o in outs):
-            with torch.no_grad():
-                logits = module(batch)
-            chosen = select_targets(bundle.class_map, logits, [exs[n].target.label for n in members]).tolist()
-            outs = [int(c) if o is None else int(o) for o, c in zip(outs, chosen)]
-        for n, o in zip(members, outs):
-            if o < 0:
-                raise ValueError(f"{bundle.spec} has no output for class {exs[n].target.label!r}")
-        targets = torch.tensor(outs, device=device)
-        seeds = [item_seed(run_seed, exs[n].image_id, exs[n].target.label, label) for n in members]
-        maps = method(module, batch, targets, seeds=seeds)
+        sub_batch = [batch[n] for n in members]
+        jobs = [Job(k, batch[n].targets[0], candidates=run.candidates(exs[n].target.label)) for k, n in enumerate(members)]
+        inputs = model_inputs(sub_batch, jobs, run.device)
+        targets = resolve_targets(run, jobs, inputs, given=[outputs[n] for n in members])
+        if bool((targets < 0).any()):
+            bad = [exs[n].target.label for n, t in zip(members, targets.tolist()) if t < 0]
+            raise ValueError(f"{run.spec} has no output for class {bad[0]!r}")
+        maps, errors = method_maps(run, label, method, sub_batch, jobs, inputs.per_job, targets)
+        if errors:
+            n, err = next(iter(errors.items()))
+            raise ValueError(f"method {label!r} failed on {exs[members[n]].image_id}: {err}")
         for k, n in enumerate(members):
-            size = tuple(exs[n].image.shape[-2:])
-            up = F.interpolate(maps[k : k + 1, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
+            up = upsample(maps[k : k + 1], tuple(exs[n].image.shape[-2:]))[0]
             result[n] = up.detach().cpu().numpy().astype(np.float32)
     return result  # type: ignore[return-value]

@@ -19,9 +19,6 @@ import pandas as pd
 from bench import results
 from bench.report.stats import bootstrap_ci, rank_methods
 
-ID_COLUMNS = {"model", "method", "sample", "image_id", "target", "output", "difficult", "annotated_difficult", "map_invalid"}
-
-
 @dataclass
 class Leaderboard:
     """``cells``: one row per (model, method, subset, metric) with estimate, low, high, n,
@@ -42,7 +39,7 @@ def load_results(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
         raise FileNotFoundError(f"{path}: no {results.SCORES} here; is this a groundbench results directory?")
     rows = results.read_rows(scores)
     results.check_unique_keys(rows, scores)
-    columns_file = path / "columns.json"
+    columns_file = path / results.COLUMNS
     if not columns_file.exists():
         raise FileNotFoundError(f"{columns_file}: missing; it says how each metric column aggregates")
     columns = {c["label"]: c for c in json.loads(columns_file.read_text())}

@@ -1,4 +1,4 @@
-"""The statistics behind every leaderboard cell (DESIGN.md, "Statistics").
+"""The statistics behind every leaderboard cell (docs/design.md, "Statistics").
 
 A cell is an estimate over score rows: one row per (image, target), so an image with three
 classes contributes three rows. Rows of one image are not independent (same photo, same map),

@@ -1,0 +1,283 @@
+"""Score saved maps: ``groundbench score MAPS_DIR``. How a method that lives outside Python (or
+outside groundbench) joins a leaderboard.
+
+Layout of ``MAPS_DIR`` (what ``groundbench run --save-maps`` writes under ``<run>/maps/``, see
+:mod:`bench.maps_io`)::
+
+    MAPS_DIR/<model>/<method>/<image_id>__<target>.npy
+
+one float array per (image, target): H x W at the image's original resolution (a map at another
+resolution is resized bilinearly, as the engine resizes a method's maps; a leading axis of
+length 1 is dropped). ``<model>``, ``<method>``, ``<image_id>`` and ``<target>`` are written with
+:func:`bench.maps_io.safe_name` (characters outside ``A-Za-z0-9._=,[]+-`` become ``_<hex>_``);
+the folder names are decoded back into the rows' ``model`` and ``method`` (safe_name keeps
+``_``, so a name that itself reads ``_3a_`` decodes to ``:``; such names are ambiguous).
+
+Scoring goes through the scoring core the run uses (:mod:`bench.scoring`): the same jobs and
+skip rules, :func:`bench.scoring.score_maps` on the maps read from disk, the same row layout,
+in float32 like the run's score rows. So a run's saved maps score to exactly the run's rows,
+with one difference: ``output`` (the model output the method attributed) is not in a map file
+and is null here. Both must run the same metric code on the same device type (a
+float32 score can differ in its last bit between CPU and GPU kernels); ``groundbench score``
+also takes the run's batch size from its config, so that even the batches are the run's.
+
+Bad maps follow the run's policy, skip and record, and scoring goes on: a target without a map
+file, a map file that cannot be read (not ``.npy``, not numeric, not 2-D, empty) and a map
+file that matches no (image, target) of the dataset each become a record in ``skipped.jsonl``
+naming the file and the reason. Images the dataset loader left out are recorded once per model,
+as a run records them.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from bench import provenance, results
+from bench.batching import Prepared, PreparedSamples, collate_prepared
+from bench.config import Component
+from bench.maps_io import safe_name
+from bench.scoring import MetricColumn, ModelRun, ScoringError, expand_jobs, resize_to, score_rows, to_host
+from bench.scoring import metric_columns as core_columns
+from bench.scoring import score_maps as core_score_maps
+
+MAPS_SUBDIR = results.MAPS
+_ENCODED = re.compile(r"_([0-9a-f]{1,6})_")
+
+
+class ScoreError(ValueError):
+    """The maps or the scoring request are unusable; the message names the file and problem."""
+
+
+@dataclass
+class MapSet:
+    """The maps of one (model, method): a folder of ``<image_id>__<target>.npy`` files."""
+
+    model: str
+    method: str
+    folder: Path
+
+
+@dataclass
+class ScoreSummary:
+    out_dir: Path
+    rows_written: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    map_sets: list[MapSet] = field(default_factory=list)
+
+
+def decode_name(text: str) -> str:
+    """Invert :func:`safe_name` where it is unambiguous: ``_<hex>_`` becomes its character
+    only where safe_name would have encoded that character."""
+
+    def one(m: re.Match) -> str:
+        ch = chr(int(m.group(1), 16))
+        return ch if safe_name(ch) != ch else m.group(0)
+
+    return _ENCODED.sub(one, text)
+
+
+def find_map_sets(maps_dir: Path) -> list[MapSet]:
+    """Every ``<model>/<method>/`` folder holding ``.npy`` files, sorted by folder name. A run
+    directory (one with a ``maps/`` folder) may be given instead of its ``maps/``."""
+    maps_dir = Path(maps_dir)
+    if not maps_dir.is_dir():
+        raise ScoreError(f"{maps_dir}: not a directory")
+    if (maps_dir / MAPS_SUBDIR).is_dir():
+        maps_dir = maps_dir / MAPS_SUBDIR
+    sets = []
+    for model_dir in sorted(p for p in maps_dir.iterdir() if p.is_dir()):
+        for method_dir in sorted(p for p in model_dir.iterdir() if p.is_dir()):
+            if any(method_dir.glob("*.npy")):
+                sets.append(MapSet(decode_name(model_dir.name), decode_name(method_dir.name), method_dir))
+    if not sets:
+        raise ScoreError(f"{maps_dir}: no <model>/<method>/*.npy maps found (see `groundbench score --help` for the layout)")
+    return sets
+
+
+def load_map(path: Path, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """One saved map as float32 HxW; with ``size``, resized bilinearly to it when it differs
+    (as :func:`bench.scoring.score_maps` resizes every map). Raises :class:`ScoreError` for a
+    file that is not a numeric, non-empty H x W array."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ScoreError(f"{path}: not a readable .npy array ({exc})") from exc
+    if not isinstance(arr, np.ndarray):
+        raise ScoreError(f"{path}: not a single .npy array (an .npz archive?)")
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise ScoreError(f"{path}: expected a numeric H x W map, got shape {arr.shape} dtype {arr.dtype}")
+    if arr.size == 0:
+        raise ScoreError(f"{path}: the map is empty ({arr.shape[0]} x {arr.shape[1]})")
+    t = torch.from_numpy(np.ascontiguousarray(arr)).float()
+    return t if size is None else resize_to(t, size)
+
+
+def metric_columns(metrics: list[Component]) -> list[MetricColumn]:
+    """The run's metric columns (label, metadata, parameters), validated; none needs the model."""
+    try:
+        cols = core_columns(metrics)
+    except ScoringError as exc:
+        raise ScoreError(f"{exc}; give --metric NAME (or --config with [[metrics]])" if "no metrics" in str(exc) else str(exc)) from exc
+    needs_model = [c.label for c in cols if "model" in c.info.requires]
+    if needs_model:
+        raise ScoreError(f"metric column(s) {', '.join(needs_model)} need the model; saved maps have none")
+    return cols
+
+
+def map_file(map_set: MapSet, image_id: str, target: str) -> Path:
+    return map_set.folder / f"{safe_name(image_id)}__{safe_name(target)}.npy"
+
+
+def score_batch(batch: list[Prepared], map_sets: list[MapSet], columns: list[MetricColumn], device: torch.device) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows and skips of one batch of samples for the map sets of one model, in the run's
+    order: the batch's sample and target skips once, then per map set its rows and the targets
+    it has no map file for."""
+    run = ModelRun(map_sets[0].model, None, None, [(s.method, None) for s in map_sets], columns, device)
+    jobs, skips = expand_jobs(run, batch)
+    if not jobs:
+        return [], skips
+    rows: list[dict[str, Any]] = []
+    for s in map_sets:
+        paths = [map_file(s, batch[j.item].image_id, j.target.label) for j in jobs]
+        failures: dict[tuple[int, int], str] = {}
+        present, maps = [], []
+        for n, path in enumerate(paths):
+            if not path.exists():
+                failures[(0, n)] = f"no map file: {path.name}"
+                continue
+            try:
+                maps.append(load_map(path))
+            except ScoreError as exc:
+                failures[(0, n)] = f"map not readable: {exc}"
+                continue
+            present.append(n)
+        values = torch.full((1, len(jobs), len(columns) + 1), float("nan"), device=device)
+        if present:
+            have = [jobs[n] for n in present]
+            # float32 like the run's score table, so that values match its rows bit for bit.
+            values[0, present] = core_score_maps(maps, batch, have, columns, device=device)
+        host, outputs = to_host(values, None)
+        set_rows, set_skips = score_rows(s.model, batch, jobs, [s.method], columns, host, outputs, failures)
+        rows += set_rows
+        skips += set_skips
+    return rows, skips
+
+
+def score_maps(
+    maps_dir: Path,
+    dataset: Component,
+    metrics: list[Component],
+    out_dir: Path,
+    *,
+    name: str | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    batch_size: int = 32,
+    num_workers: int = 0,
+    order: tuple[list[str], list[str]] | None = None,
+) -> ScoreSummary:
+    """Score every map set under ``maps_dir`` against ``dataset`` with ``metrics``; write a
+    results directory ``out_dir`` that ``groundbench leaderboard`` / ``report`` read like a
+    run's (config, provenance, columns, models, score rows, skipped). ``order``: (models,
+    methods) in the order tables should list them (a run's config order); others follow by
+    folder name."""
+    from bench.data.registry import load_dataset
+    from bench.engine import resolve_device
+
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    rd = results.ResultsDir(out)
+    if rd.has_score_rows():
+        raise ScoreError(f"{out} already holds score rows; choose another --name/--out or delete it")
+    sets = find_map_sets(Path(maps_dir))
+    if order is not None:
+        models, methods = order
+        rank = lambda items, x: items.index(x) if x in items else len(items)  # noqa: E731
+        sets.sort(key=lambda s: (rank(models, s.model), s.model, rank(methods, s.method), s.method))
+    columns = metric_columns(metrics)
+    dev = resolve_device(device)
+    ds = load_dataset(dataset.name, **dataset.params)
+
+    results.check_claimable(out)
+    with results.ResultsLock(out):
+        if rd.has_score_rows():  # written while we loaded
+            raise ScoreError(f"{out} already holds score rows; choose another --name/--out or delete it")
+        return _score_into(rd, sets, ds, dataset, metrics, columns, dev, name, seed, maps_dir, batch_size, num_workers, t0)
+
+
+def _score_into(rd, sets, ds, dataset, metrics, columns, dev, name, seed, maps_dir, batch_size, num_workers, t0) -> ScoreSummary:
+    out = rd.path
+    config = {
+        "name": name or out.name,
+        "seed": seed,
+        "kind": "score",
+        "maps_dir": str(Path(maps_dir).resolve()),
+        "dataset": dataset.to_dict(),
+        "metrics": [m.to_dict() for m in metrics],
+        "map_sets": [[s.model, s.method, str(s.folder.resolve())] for s in sets],
+    }
+    rd.start(config, [c.describe() for c in columns])  # an earlier attempt wrote no row
+    results.write_json(out / results.PROVENANCE, provenance.collect(config, dev, getattr(ds, "manifest", None)))
+    results.write_json(out / results.MODELS, {s.model: {"info": {}, "maps": str(s.folder.parent)} for s in sets})
+
+    summary = ScoreSummary(out, map_sets=sets)
+    prepared = PreparedSamples(ds, lambda image: torch.empty(0), range(len(ds)))
+    with rd.open() as writer:
+        for model in dict.fromkeys(s.model for s in sets):
+            model_sets = [s for s in sets if s.model == model]
+            # Images the loader left out, once per model as a run records them.
+            drops = [results.skip_record(model, None, str(d.image_id), None, d.reason) for d in getattr(ds, "dropped", ()) or ()]
+            if drops:
+                writer.commit_drops(model, drops)
+                summary.skipped += len(drops)
+            claimed: set[str] = set()
+            loader = DataLoader(prepared, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_prepared)
+            for batch in loader:
+                rows, skips = score_batch(batch, model_sets, columns, dev)
+                claimed.update(_claimed_names(batch))
+                writer.commit(model, [p.index for p in batch], [p.digest for p in batch], {results.SCORE_ROWS.name: rows, results.SKIP_ROWS.name: skips})
+                summary.rows_written += len(rows)
+                summary.skipped += len(skips)
+            strays = [r for s in model_sets for r in _unmatched(s, claimed)]
+            if strays:
+                writer.commit_drops(model, strays)
+                summary.skipped += len(strays)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _claimed_names(batch: list[Prepared]) -> set[str]:
+    """Map file names the batch's samples account for: ``<image>__<target>.npy`` of each
+    target, and for a sample that did not load (its targets unknown) its image prefix."""
+    names = set()
+    for p in batch:
+        if p.error is not None:
+            names.add(f"{safe_name(p.image_id)}__")
+            continue
+        names.update(f"{safe_name(p.image_id)}__{safe_name(t.label)}.npy" for t in p.targets)
+    return names
+
+
+def _unmatched(s: MapSet, claimed: set[str]) -> list[dict[str, Any]]:
+    """Skip records for the map files of ``s`` that no (image, target) of the dataset names
+    (``sample`` null: they belong to no sample)."""
+    prefixes = tuple(c for c in claimed if c.endswith("__"))
+    out = []
+    for path in sorted(s.folder.glob("*.npy")):
+        if path.name in claimed or path.name.startswith(prefixes or ("\0",)):
+            continue
+        image, _, target = path.stem.partition("__")
+        reason = f"unmatched map file: {path} matches no (image, target) of the dataset"
+        out.append(results.skip_record(s.model, None, decode_name(image), decode_name(target) or None, reason, method=s.method))
+    return out

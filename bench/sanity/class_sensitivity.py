@@ -14,9 +14,9 @@ Conventions (pinned by tests):
   (a cup held in a hand), a pixel is evidence for A too and must not count against A's map.
   If B lies wholly inside A, nothing is left: that pair's "other" scores are NaN (excluded and
   counted, like every empty mask).
-- The pointing game keeps its conventions (:func:`bench.metrics.pointing.pointing_game`:
-  argmax, strict ``<`` tolerance at the maps' resolution, a constant or non-finite map a miss);
-  mass accuracy is :func:`bench.metrics.overlap.mass_accuracy` (NaN without positive mass).
+- The pointing game keeps its conventions (:func:`bench.metrics.pointing_game`: argmax, strict
+  ``<`` tolerance at the maps' resolution, a constant or non-finite map a miss); mass accuracy
+  is :func:`bench.metrics.mass_accuracy` (NaN without positive mass).
 - Maps and masks are at the image's original resolution (the run's scoring resolution), so the
   "own" scores equal the run's own pointing-game and mass-accuracy scores of those rows.
 """
@@ -27,8 +27,7 @@ from typing import Sequence
 
 import torch
 
-from bench.metrics.overlap import mass_accuracy
-from bench.metrics.pointing import pointing_game
+from bench.metrics import mass_accuracy, pointing_game
 
 COLUMNS = ("pointing_own", "pointing_other", "mass_own", "mass_other")
 # Pairs scored at once: bounds memory to CHUNK maps of the image's size.

@@ -73,7 +73,8 @@ def test_class_dependent_and_class_blind_maps():
     for name, expect_same in (("gradient", False), ("center", True)):
         method = create_method(name).with_model_defaults(bundle.target_layer)
         own = method(bundle.module, inputs, targets)
-        other = random_target_maps(method, bundle.module, inputs, others, seeds=None)
+        other, errors = random_target_maps(method, bundle.module, inputs, others, seeds=None)
+        assert errors == {}
         sim = map_similarity(own, other, (96, 96), ["spearman_abs", "ssim_abs"])
         if expect_same:
             assert torch.allclose(sim["spearman_abs"], torch.ones(8), atol=1e-6)

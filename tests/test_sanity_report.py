@@ -78,7 +78,7 @@ def test_rendering_and_figure():
     assert fig is not None and len(fig.axes) == 1
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["trained", *LAYERS]
-    lines = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
+    lines = {line.get_label().strip(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
     assert np.allclose(lines["gradient"].get_ydata(), [1.0, 0.825, 0.625, 0.425, 0.225])
     from bench.report.figures import png_bytes
 

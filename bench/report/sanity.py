@@ -30,7 +30,7 @@ import pandas as pd
 from bench import results
 from bench.report.stats import bootstrap_ci
 
-SANITY = "sanity.jsonl"
+SANITY = results.SANITY
 FAIL_MEASURE = "spearman_abs"
 FAIL_ABOVE = 0.5
 MEASURE_NAMES = ("spearman_abs", "spearman", "ssim_abs", "ssim")
@@ -57,9 +57,10 @@ def load_rows(path: Path) -> pd.DataFrame:
     return pd.DataFrame(results.read_rows(Path(path) / SANITY))
 
 
-def _cell(values: np.ndarray, images: np.ndarray, confidence: float, n_resamples: int, seed: int) -> tuple[float, float, float, int]:
+def _cell(values: np.ndarray, images: np.ndarray, confidence: float, n_resamples: int, seed: int) -> tuple[float, float, float, int, int]:
     est, low, high = bootstrap_ci(values, clusters=images, confidence=confidence, n_resamples=n_resamples, seed=seed)
-    return est, low, high, int(np.isfinite(values).sum())
+    n = int(np.isfinite(values).sum())
+    return est, low, high, n, int(values.size - n)
 
 
 def summarise(
@@ -88,9 +89,9 @@ def summarise(
             if r.empty:
                 continue
 
-            def add(quantity: str, values, images) -> tuple[float, float, float, int]:
+            def add(quantity: str, values, images) -> tuple[float, float, float, int, int]:
                 cell = _cell(np.asarray(values, dtype=float), np.asarray(images), confidence, n_resamples, seed)
-                cells.append({"model": model, "method": method, "quantity": quantity, "estimate": cell[0], "low": cell[1], "high": cell[2], "n": cell[3]})
+                cells.append({"model": model, "method": method, "quantity": quantity, "estimate": cell[0], "low": cell[1], "high": cell[2], "n": cell[3], "n_undefined": cell[4]})
                 return cell
 
             verdict_value = math.nan
@@ -102,7 +103,7 @@ def summarise(
                     for name in MEASURE_NAMES:
                         if name not in sdf:
                             continue
-                        est, low, high, n = _cell(sdf[name].to_numpy(dtype=float), sdf["image_id"].to_numpy(), confidence, n_resamples, seed)
+                        est, low, high, n, _ = _cell(sdf[name].to_numpy(dtype=float), sdf["image_id"].to_numpy(), confidence, n_resamples, seed)
                         curves.append({"model": model, "method": method, "mode": mode, "step": int(step), "layer": layer, "measure": name, "estimate": est, "low": low, "high": high, "n": n})
                 if mode == "cascading":
                     last = tr[tr["step"] == tr["step"].max()]
@@ -129,8 +130,69 @@ def summarise(
 
 
 def build(path: Path, **kwargs: Any) -> SanityTable:
-    """The sanity table of one results directory, from its ``sanity.jsonl`` alone."""
-    return summarise(load_rows(path), **kwargs)
+    """The sanity table of one results directory, from its ``sanity.jsonl``, with the run's
+    ``[sanity] fail_above`` (``config.json``) as the threshold unless one is given."""
+    rows = load_rows(path)
+    if "threshold" not in kwargs and not rows.empty and (Path(path) / results.CONFIG_JSON).exists():
+        sanity = results.ResultsDir(path).config().get("sanity") or {}
+        if "fail_above" in sanity:
+            kwargs["threshold"] = float(sanity["fail_above"])
+    return summarise(rows, **kwargs)
+
+
+# -- in the leaderboard ------------------------------------------------------------------------
+
+# quantity -> (leaderboard column, higher is better, what it is)
+LEADERBOARD_COLUMNS = {
+    "randomised:spearman_abs": (
+        "sanity: Spearman |.| randomised", False,
+        "spearman_abs of the trained and the fully re-initialised model's maps (last cascading step)",
+    ),
+    "class:pointing_own": ("sanity: pointing, own class", True, "pointing game of class A's map on A, images with 2+ scored classes"),
+    "class:pointing_other": ("sanity: pointing, other class", False, "pointing game of class A's map on another class B of the image (B outside A)"),
+}
+SANITY_KEY = "sanity"
+
+
+def leaderboard_parts(table: SanityTable) -> tuple[pd.DataFrame, dict[str, dict[str, Any]], dict[tuple[str, str], str]]:
+    """What the leaderboard shows of the sanity checks: cells in its own layout (subset "all",
+    unranked) for :data:`LEADERBOARD_COLUMNS`, their column metadata (``"sanity": True`` marks
+    them), and per (model, method) the verdict (``FAIL``, ``pass``, ``n/a``) of its sanity
+    column."""
+    if table.cells.empty:
+        return pd.DataFrame(), {}, {}
+    picked = table.cells[table.cells["quantity"].isin(list(LEADERBOARD_COLUMNS))]
+    cells = pd.DataFrame(
+        {
+            "model": picked["model"],
+            "method": picked["method"],
+            "subset": "all",
+            "metric": [LEADERBOARD_COLUMNS[q][0] for q in picked["quantity"]],
+            "estimate": picked["estimate"],
+            "low": picked["low"],
+            "high": picked["high"],
+            "n": picked["n"],
+            "n_undefined": picked["n_undefined"],
+            "rank": np.nan,
+        }
+    ).reset_index(drop=True)
+    present = set(picked["quantity"])
+    meta = {
+        label: {
+            "name": what,
+            "label": label,
+            "higher_is_better": higher,
+            "aggregate": "mean",
+            "params": {"fail_above": table.threshold} if q.startswith("randomised") else {},
+            "sanity": True,
+        }
+        for q, (label, higher, what) in LEADERBOARD_COLUMNS.items()
+        if q in present
+    }
+    flags = {}
+    for v in table.verdicts.itertuples():
+        flags[(v.model, v.method)] = "n/a" if v.fails is None else ("FAIL" if v.fails else "pass")
+    return cells, meta, flags
 
 
 # -- rendering ---------------------------------------------------------------------------------
@@ -202,6 +264,28 @@ def render_markdown(table: SanityTable) -> str:
     return "\n".join(out) + "\n"
 
 
+def render_csv(table: SanityTable) -> str:
+    """Every cell (``quantity``) and every curve point (``mode``, ``step``, ``layer``,
+    ``measure``), full precision, with each method's verdict."""
+    import io
+
+    verdict = {(v.model, v.method): ("" if v.fails is None else ("FAIL" if v.fails else "pass")) for v in table.verdicts.itertuples()} if not table.verdicts.empty else {}
+    parts = []
+    if not table.cells.empty:
+        parts.append(table.cells.assign(mode="", step=pd.NA, layer="", measure=""))
+    if not table.curves.empty:
+        parts.append(table.curves.assign(quantity=[f"{m}:{x}" for m, x in zip(table.curves["mode"], table.curves["measure"])]))
+    columns = ["model", "method", "verdict", "quantity", "mode", "step", "layer", "measure", "estimate", "low", "high", "n"]
+    if not parts:
+        return ",".join(columns) + "\n"
+    frame = pd.concat(parts, ignore_index=True)
+    frame["verdict"] = [verdict.get((m, me), "") for m, me in zip(frame["model"], frame["method"])]
+    frame["step"] = frame["step"].astype("Int64")
+    buf = io.StringIO()
+    frame[columns].to_csv(buf, index=False, lineterminator="\n")
+    return buf.getvalue()
+
+
 def cascade_figure(table: SanityTable, measure: str | None = None, mode: str = "cascading"):
     """One panel per model: ``measure`` (default the verdict's) against the layer step, one
     line per method with its CI band; step 0 is the trained model (similarity 1); the dashed
@@ -229,7 +313,8 @@ def cascade_figure(table: SanityTable, measure: str | None = None, mode: str = "
             lo = np.concatenate([[1.0], c["low"].to_numpy(dtype=float)])
             hi = np.concatenate([[1.0], c["high"].to_numpy(dtype=float)])
             color = PALETTE[k % len(PALETTE)]
-            ax.plot(x, y, color=color, marker=MARKERS[k % len(MARKERS)], ms=4, lw=1.4, label=method)
+            # matplotlib hides legend labels that start with "_"; a method's name may.
+            ax.plot(x, y, color=color, marker=MARKERS[k % len(MARKERS)], ms=4, lw=1.4, label=method if not method.startswith("_") else f" {method}")
             ok = np.isfinite(lo) & np.isfinite(hi)
             if ok.any():
                 ax.fill_between(x[ok], lo[ok], hi[ok], color=color, alpha=0.12, lw=0)
@@ -237,9 +322,12 @@ def cascade_figure(table: SanityTable, measure: str | None = None, mode: str = "
             ax.axhline(table.threshold, color="#555555", ls="--", lw=0.9)
         ax.set_xticks(range(len(layers) + 1))
         ax.set_xticklabels(["trained"] + layers, rotation=60, ha="right", fontsize=7)
-        ax.set_ylim(-0.3, 1.05)
+        lows = curves[curves["model"] == model]["low"].to_numpy(dtype=float)
+        floor = float(np.nanmin(lows)) if np.isfinite(lows).any() else 0.0
+        ax.set_ylim(min(-0.1, floor - 0.05), 1.05)
         ax.set_title(f"{model}: {mode} randomisation", fontsize=9)
         ax.set_ylabel(f"{measure} (original vs randomised map)", fontsize=8)
         ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=7, loc="upper right", frameon=False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="outside lower center", ncols=min(4, len(labels)), frameon=False)
     return fig

@@ -15,8 +15,8 @@ costs nothing: it re-scores the run's own maps. ``benchmarks/sanity_cost.py`` co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -26,16 +26,28 @@ from bench.sanity.randomisation import Mode, ModelRandomiser
 from bench.sanity.similarity import compare, to_size
 
 
+# (method, model, inputs, targets, seeds) -> (maps, {row: error}); the run passes
+# bench.scoring.attribute, which retries image by image when a method raises.
+Attribute = Callable[[AttributionMethod, nn.Module, torch.Tensor, torch.Tensor, Sequence[int]], tuple[torch.Tensor, dict[int, str]]]
+
+
+def direct(method: AttributionMethod, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, seeds: Sequence[int]) -> tuple[torch.Tensor, dict[int, str]]:
+    """Call the method on the whole batch; an exception propagates."""
+    return method(model, inputs, targets, seeds=seeds), {}
+
+
 @dataclass
 class StepSimilarity:
     """Similarity of one method's maps on the randomised model of one step with its maps on the
-    trained model: ``values[measure]`` is a B tensor (one per (image, target) of the batch)."""
+    trained model: ``values[measure]`` is a B tensor (one per (image, target) of the batch);
+    ``errors``: rows whose map could not be made (their values are NaN), with the error."""
 
     mode: Mode
     index: int  # 1-based; 1 = the output layer
     layer: str
     method: str
     values: dict[str, torch.Tensor]
+    errors: dict[int, str] = field(default_factory=dict)
 
 
 def randomisation_similarities(
@@ -47,13 +59,15 @@ def randomisation_similarities(
     seeds: dict[str, Sequence[int]],
     originals: dict[str, torch.Tensor],
     measures: Sequence[str],
+    call: Attribute = direct,
 ) -> list[StepSimilarity]:
     """For each mode and layer step (outer loops: the working copy is reconfigured once per
     step, not once per method) and each method: the method's maps on the randomised model,
     compared with ``originals[label]`` (its maps on the trained model, any resolution).
     ``seeds[label]``: the per-image seeds the original maps were made with, so a stochastic
     method draws the same noise on both models. Targets are the trained model's: the test asks
-    about the same class on every model."""
+    about the same class on every model. ``call`` makes the maps (default: the method on the
+    whole batch)."""
     size = tuple(inputs.shape[-2:])
     reference = {label: to_size(originals[label], size) for label, _ in methods}
     out: list[StepSimilarity] = []
@@ -61,8 +75,9 @@ def randomisation_similarities(
         for mode in modes:
             for step, model in randomiser.run(mode):
                 for label, method in methods:
-                    maps = to_size(method(model, inputs, targets, seeds=seeds[label]).detach(), size)
-                    out.append(StepSimilarity(mode, step.index, step.step.name, label, compare(reference[label], maps, measures)))
+                    maps, errors = call(method, model, inputs, targets, seeds[label])
+                    values = compare(reference[label], to_size(maps.detach(), size), measures)
+                    out.append(StepSimilarity(mode, step.index, step.step.name, label, values, errors))
     finally:
         randomiser.restore()
     return out
@@ -74,10 +89,12 @@ def random_target_maps(
     inputs: torch.Tensor,
     random_targets: torch.Tensor,
     seeds: Sequence[int] | None,
-) -> torch.Tensor:
+    call: Attribute = direct,
+) -> tuple[torch.Tensor, dict[int, str]]:
     """The method's maps for the random classes (:func:`random_target.random_other_outputs`),
-    with the same per-image seeds as the target's maps."""
-    return method(model, inputs, random_targets, seeds=seeds).detach()
+    with the same per-image seeds as the target's maps, and the rows that failed."""
+    maps, errors = call(method, model, inputs, random_targets, seeds)
+    return maps.detach(), errors
 
 
 def map_similarity(original: torch.Tensor, other: torch.Tensor, size: tuple[int, int], measures: Sequence[str]) -> dict[str, torch.Tensor]:

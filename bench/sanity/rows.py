@@ -14,22 +14,25 @@ Every row names its ``model``, ``method``, ``sample`` (dataset index), ``image_i
 - ``"class_sensitivity"``: ``other`` (class B), ``pointing_own``, ``pointing_other``,
   ``mass_own``, ``mass_other`` (:mod:`bench.sanity.class_sensitivity`).
 
-Undefined values are NaN (written as null). A row is identified by :data:`KEY` (``step`` is 0
-and ``other`` null where they do not apply), so shards and resumed runs can be checked for
-duplicates like score rows.
+Undefined values are NaN (written as null). A row whose map could not be made (the method
+raised) has an ``error`` column. A row is identified by :data:`KEY` (``step`` is 0 and
+``other`` null where they do not apply), the key of the ``sanity`` row stream
+(:data:`bench.results.SANITY_ROWS`), so a merge finds a row that two shards wrote.
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
+from bench.results import SANITY_ROWS
+
 TESTS = ("cascading", "independent", "random_target", "class_sensitivity")
-KEY = ("model", "method", "image_id", "target", "test", "step", "other")
+KEY = SANITY_ROWS.key
 BASE = ("model", "sample", "image_id", "target", "output")
 
 
 def _base(job: dict[str, Any], method: str, test: str) -> dict[str, Any]:
-    return {**{k: job[k] for k in BASE}, "method": method, "test": test}
+    return {"model": job["model"], "method": method, **{k: job[k] for k in BASE[1:]}, "test": test}
 
 
 def similarity_rows(

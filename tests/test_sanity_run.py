@@ -175,7 +175,7 @@ def test_class_sensitivity_on_real_photos(tmp_path):
     pytest.importorskip("efficientnet_lite_pytorch", reason="efficientnet-lite-pytorch not installed")
     cfg = parse_config({
         "name": "coco-sanity", "seed": 0, "device": "cpu", "batch_size": 6,
-        "dataset": {"name": "coco", "root": str(COCO), "split": "val2017", "crowd": "include"},
+        "dataset": {"name": "coco", "root": str(COCO), "split": "val2017", "crowd": "include", "limit": 12},
         "models": [{"spec": "effnet-lite0"}],
         "methods": [{"name": "gradcam"}, {"name": "center"}],
         "metrics": [{"name": "pointing_game", "tolerance": 15.0}, {"name": "mass_accuracy"}],

@@ -118,7 +118,7 @@ def main() -> None:
     randomiser = ModelRandomiser(model, steps, seed=0)  # copies the model before any hook is on it
     counter = PassCounter()
     handles = [counter.attach(model), counter.attach(randomiser.work)]
-    header = f"{'method':<28}{'map fwd/img':>12}{'map bwd/img':>12}{'step fwd/img':>13}{'step bwd/img':>13}{'map s':>9}{'step s':>9}{'ratio':>7}"
+    header = f"{'method':<28}{'map fwd/img':>12}{'map bwd/img':>12}{'step fwd/img':>13}{'step bwd/img':>13}{'map s':>9}{'step s':>9}{'ratio':>8}"
     print(header)
     print("-" * len(header))
     others = random_other_outputs(targets, [[int(t)] for t in targets], int(model(inputs[:1]).shape[1]), list(range(n)))
@@ -143,7 +143,7 @@ def main() -> None:
         t_step = t_cascade / len(steps)
         print(
             f"{method.label:<28}{map_fwd:>12.1f}{map_bwd:>12.1f}{step_fwd:>13.1f}{step_bwd:>13.1f}"
-            f"{t_map:>9.3f}{t_step:>9.3f}{t_step / t_map if t_map else float('nan'):>7.2f}"
+            f"{t_map:>9.3f}{t_step:>9.3f}{t_step / t_map if t_map else float('nan'):>8.2f}"
         )
     for h in handles:
         h.remove()

@@ -25,6 +25,9 @@
     name = "pointing_game"
     tolerance = 6
 
+    [sanity]                     # optional: sanity checks of the methods (bench.sanity.config)
+    tests = ["cascading", "random_target"]
+
 Unknown keys, wrong types, and unknown dataset, model adapter, method or metric names are errors
 that name the file and the key, with a did-you-mean suggestion where one is close. So are
 dataset parameters the loader does not take (for loaders with a fixed parameter list), method and
@@ -52,6 +55,7 @@ from typing import Any
 
 from bench.registry import check_params
 from bench.results import check_run_name
+from bench.sanity.config import SanityConfig, parse_sanity
 
 
 DEFAULT_SUITE = "harbor"
@@ -98,6 +102,7 @@ class RunConfig:
     output_dir: str = "results"
     save_maps: bool = False
     autocast: str = "none"  # mixed precision for the model passes: "none" or "bf16"
+    sanity: SanityConfig | None = None  # the [sanity] section; None: no sanity checks
     source: str = "<dict>"
     # What loading changed and the user should be told (e.g. layout keys --root dropped); not
     # part of the resolved config.
@@ -119,6 +124,8 @@ class RunConfig:
             "models": [m.to_dict("spec") for m in self.models],
             "methods": [m.to_dict() for m in self.methods],
             "metrics": [m.to_dict() for m in self.metrics],
+            # Only when set, like autocast: a config without [sanity] resolves as it always did.
+            **({"sanity": self.sanity.to_dict()} if self.sanity is not None else {}),
         }
 
 
@@ -134,7 +141,7 @@ _SCALARS: dict[str, type | tuple[type, ...]] = {
 }
 AUTOCAST = ("none", "bf16")
 SEED_MAX = 2**63 - 1
-_TABLES = ("dataset", "model", "models", "methods", "metrics")
+_TABLES = ("dataset", "model", "models", "methods", "metrics", "sanity")
 
 
 def _fail(source: str, msg: str) -> ConfigError:
@@ -210,17 +217,35 @@ def parse_config(data: dict[str, Any], source: str = "<dict>", default_name: str
 
     _check_dataset(source, dataset)
     _check_models(source, models, allow_code)
-    _check_methods(source, methods)
+    labels = _check_methods(source, methods)
     _check_metrics(source, metrics)
+    sanity = _sanity(source, data["sanity"], labels, [m.name for m in models]) if "sanity" in data else None
     return RunConfig(
         name=scalars.pop("name", default_name),
         dataset=dataset,
         models=models,
         methods=methods,
         metrics=metrics,
+        sanity=sanity,
         source=source,
         **scalars,
     )
+
+
+def _sanity(source: str, raw: Any, labels: list[str], models: list[str]) -> SanityConfig:
+    try:
+        cfg = parse_sanity(raw)
+    except ValueError as exc:
+        raise _fail(source, str(exc)) from exc
+    for label in cfg.methods or ():
+        if label not in labels:
+            close = difflib.get_close_matches(label, labels, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise _fail(source, f"[sanity] methods: {label!r} is not a method of this run{hint} (methods: {', '.join(labels)})")
+    for spec in cfg.steps:
+        if spec not in models:
+            raise _fail(source, f"[sanity.steps] {spec!r} is not a model of this run (models: {', '.join(models)})")
+    return cfg
 
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")
@@ -290,10 +315,11 @@ def _check_models(source: str, models: list[Component], allow_code: bool) -> Non
             )
 
 
-def _check_methods(source: str, methods: list[Component]) -> None:
+def _check_methods(source: str, methods: list[Component]) -> list[str]:
+    """The methods' labels, in config order, after checking each method."""
     from bench.methods import create_method
 
-    labels = set()
+    labels: list[str] = []
     for m in methods:
         try:
             method = create_method(m.name, **m.params)
@@ -302,7 +328,8 @@ def _check_methods(source: str, methods: list[Component]) -> None:
         label = m.label or method.label
         if label in labels:
             raise _fail(source, f"method {label!r} appears twice; give one a 'label'")
-        labels.add(label)
+        labels.append(label)
+    return labels
 
 
 def _check_metrics(source: str, metrics: list[Component]) -> None:

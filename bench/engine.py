@@ -50,6 +50,7 @@ from bench.config import RunConfig
 from bench.data.registry import load_dataset
 from bench.methods import AttributionMethod, create_method
 from bench.models import ModelBundle, load_model
+from bench.sanity.scorer import SanityChecks, SanityError, example_input
 from bench.scoring import NO_CLOCK, BatchResult, ModelRun, StageClock, metric_columns, score_batch
 from bench.sharding import check_shard, local_device_index
 
@@ -329,9 +330,20 @@ def _run_locked(cfg, out: results.ResultsDir, dataset, methods, columns, indices
                 bundle, methods, columns, device, seed=cfg.seed, autocast=cfg.autocast, clock=clock,
                 maps_dir=out / results.MAPS if cfg.save_maps else None,
             )
+            checks = None
+            if cfg.sanity is not None:
+                try:
+                    checks = SanityChecks(cfg.sanity, run, example_input(bundle.preprocess))
+                except (SanityError, ValueError) as exc:
+                    raise RunError(f"{cfg.source}: [sanity] on model {bundle.spec!r}: {exc}") from exc
+                run.features.append(checks)
+                models_info[bundle.spec]["sanity"] = checks.describe()
+                results.write_json(models_file, models_info)
             todo = [i for i in indices if i not in done.of(bundle.spec)]
             loader = sample_loader(dataset, bundle.preprocess, todo, cfg, device)
             n_rows, n_skipped = _run_model(run, loader, len(todo), writer, scorer, progress, on_batch, tally)
+            if checks is not None and not checks.weights_unchanged(run):
+                raise RunError(f"{bundle.spec}: its trained weights changed during the sanity checks (a bug: they work on a copy); the rows written are kept")
             summary.rows_written += n_rows
             summary.skipped += n_skipped
             summary.models[bundle.spec] = bundle.info

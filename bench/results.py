@@ -11,7 +11,8 @@ streams are defined here and nowhere else (docs/design.md, "The results director
   reliance on context) and each method's resolved parameters;
 - the **row streams**, one JSON line per row, append-only, one durable write (flush + fsync)
   per batch: ``scores.jsonl`` (one row per (model, method, image, target)), ``skipped.jsonl``
-  (samples, targets or methods not scored, each with the reason), and any stream a later
+  (samples, targets or methods not scored, each with the reason), ``sanity.jsonl`` (a run with
+  ``[sanity]``: the sanity checks' rows, :mod:`bench.sanity.rows`), and any stream a later
   feature registers (:func:`register_stream`);
 - ``progress.jsonl``: per finished batch, its model, sample indices and their data digests,
   written after every stream's rows of that batch are durable. It is the done-mark: a row
@@ -73,6 +74,7 @@ MODELS = "models.json"
 SCORES = "scores.jsonl"
 SKIPPED = "skipped.jsonl"
 PROGRESS = "progress.jsonl"
+SANITY = "sanity.jsonl"
 MAPS = "maps"
 MARKER = ".groundbench-results"
 LOCK = ".groundbench-lock"
@@ -114,9 +116,9 @@ def check_run_name(name: object) -> str | None:
 ROW_ID_COLUMNS = ("model", "method", "sample", "image_id", "target", "output", "difficult", "map_invalid")
 KEY_COLUMNS = ("model", "method", "image_id", "target")
 # Columns that hold names or indices, not scores: null there reads back as None (e.g. the
-# target of a skipped sample, the sample of an image the loader left out); anywhere else null
-# is an undefined score and reads back as NaN.
-TEXT_COLUMNS = frozenset({*KEY_COLUMNS, "reason", "sample"})
+# target of a skipped sample, the sample of an image the loader left out, the other class of a
+# sanity row that has none); anywhere else null is an undefined score and reads back as NaN.
+TEXT_COLUMNS = frozenset({*KEY_COLUMNS, "reason", "sample", "test", "layer", "other", "error"})
 
 
 def score_row(
@@ -169,6 +171,9 @@ def register_stream(name: str, file: str, key: Sequence[str] = ()) -> RowStream:
 
 SCORE_ROWS = register_stream("scores", SCORES, key=("model", "method", "sample", "target"))
 SKIP_ROWS = register_stream("skipped", SKIPPED)
+# The [sanity] checks' rows (bench.sanity.rows): declared here, with the directory's other
+# files, so that resume and merge know the stream in every process.
+SANITY_ROWS = register_stream("sanity", SANITY, key=("model", "method", "sample", "target", "test", "step", "other"))
 
 
 def _clean(value: Any) -> Any:

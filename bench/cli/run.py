@@ -105,7 +105,7 @@ def main(args: argparse.Namespace) -> int:
         summary = run_config(cfg, out_dir=out, resume=True, shard=shard, progress=not args.no_progress, lock=lock)
         lb = build(out, seed=cfg.seed)
         text = render_text(lb)
-        write_tables(lb, out, allow_code=args.allow_code)
+        written = write_tables(lb, out, allow_code=args.allow_code)
     except (RunError, results.ResultsDirError, FileNotFoundError, ValueError, OSError) as exc:
         print(f"error: {_message(exc)}", file=sys.stderr)
         if lock.held:
@@ -114,6 +114,10 @@ def main(args: argparse.Namespace) -> int:
     finally:
         lock.release()
     print(text)
+    sanity_text = [p for p in written if p.name == "sanity.txt"]  # a run with [sanity]
+    if sanity_text:
+        print()
+        print(sanity_text[0].read_text(), end="")
     print(f"results: {out}  ({summary.rows_written} rows this run, {summary.seconds:.1f} s)")
     if shard:
         print(f"shard {shard[0]}/{shard[1]}: when every shard is done, `groundbench merge {out.parent} -o OUT`")

@@ -395,6 +395,8 @@ def run_figures(
     figs: list[RenderedFigure] = []
     notes: list[str] = []
     conf = int(round(lb.confidence * 100))
+    # The score rows' own columns (a run with sanity checks adds columns that are not in them).
+    scored = {k: v for k, v in lb.metrics.items() if not v.get("sanity")}
 
     def add(name: str, caption: str, make) -> None:
         try:
@@ -408,11 +410,11 @@ def run_figures(
     if examples > 0:
         def overlays():
             df = rows if rows is not None else load_results(run_dir)[0]
-            chosen = ex_mod.collect(run_dir, df, list(lb.metrics), examples, allow_code=allow_code)
+            chosen = ex_mod.collect(run_dir, df, list(scored), examples, allow_code=allow_code)
             if not chosen:
                 return None
             pairs = list(dict.fromkeys(zip(df["model"], df["method"])))
-            return overlay_grid(chosen, pairs, lb.metrics)
+            return overlay_grid(chosen, pairs, scored)
 
         add(
             "overlays",
@@ -421,10 +423,10 @@ def run_figures(
             "argmax. Under each panel: that image's scores.",
             overlays,
         )
-    families = curve_families(lb.metrics)
+    families = curve_families(scored)
     # Columns of a curve are drawn as the curve, not as one bar panel each.
     on_curves = {label for fam in families for _, label in fam.points}
-    bar_metrics = [m for m in lb.metrics if m not in on_curves]
+    bar_metrics = [m for m in scored if m not in on_curves]
     for subset in dict.fromkeys(lb.cells["subset"]) if not lb.cells.empty else []:
         add(
             "bars" if subset == "all" else f"bars_{subset}",
@@ -443,4 +445,17 @@ def run_figures(
         "intervention (repainting the context). A trustworthy leakage score rises with true reliance.",
         lambda: leakage_vs_reliance(lb, by_class),
     )
+    if any(v.get("sanity") for v in lb.metrics.values()):
+        from bench.report.sanity import build as sanity_table
+        from bench.report.sanity import cascade_figure
+
+        table = sanity_table(run_dir, confidence=lb.confidence)
+        add(
+            "sanity_cascading",
+            f"Model-parameter randomisation (Adebayo et al. 2018): mean Spearman rank correlation of |map| "
+            f"between the trained model and the model whose layers are re-initialised from the output layer "
+            f"down to the step on the x axis, one line per method, {conf}% bootstrap CI bands; dashed: the "
+            f"failing threshold ({table.threshold:g}). A map that ignores the model stays at 1.",
+            lambda: cascade_figure(table),
+        )
     return figs, notes

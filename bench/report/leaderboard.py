@@ -143,6 +143,7 @@ def build(path: Path, *, confidence: float = 0.95, n_resamples: int = 2000, seed
     if models_file.exists():
         facts = {k: v.get("info", {}) for k, v in json.loads(models_file.read_text()).items()}
     skipped = skip_counts(results.read_rows(path / results.SKIPPED))
+    cells, columns = _with_sanity(path, cells, columns, confidence=confidence, n_resamples=n_resamples, seed=seed)
     return Leaderboard(cells, columns, facts, skipped, confidence, title=path.name)
 
 
@@ -161,6 +162,21 @@ def skip_counts(records: list[dict[str, Any]]) -> dict[str, int]:
         label = reasons[0] if len(distinct) == 1 else f"{kind} ({len(distinct)} different reasons; the first: {reasons[0]})"
         out[label] = len(reasons)
     return out
+
+
+def _with_sanity(path: Path, cells: pd.DataFrame, columns: dict[str, dict[str, Any]], **stats: Any) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
+    """A run with ``[sanity]`` rows: its leaderboard gains the sanity columns (randomised
+    similarity, pointing on the own and on another class) and a ``sanity`` key column with each
+    method's verdict (:mod:`bench.report.sanity`). A run without them is left as it is."""
+    from bench.report.sanity import SANITY_KEY, leaderboard_parts
+    from bench.report.sanity import build as sanity_table
+
+    extra, meta, flags = leaderboard_parts(sanity_table(path, **stats))
+    if extra.empty and not flags:
+        return cells, columns
+    out = pd.concat([cells, extra], ignore_index=True) if not extra.empty else cells.copy()
+    out[SANITY_KEY] = [flags.get((m, me), "") for m, me in zip(out["model"], out["method"])]
+    return out, {**columns, **meta}
 
 
 def model_facts_lines(facts: dict[str, dict[str, Any]]) -> list[str]:

@@ -121,11 +121,13 @@ def leaderboard_tables(lb: Leaderboard, by_class: pd.DataFrame | None = None) ->
     metrics = list(lb.metrics)
     out = []
     cells = mark(lb.cells)
+    # A run with sanity checks: each method's verdict is a key column beside its name.
+    keys = ["model", "method", "sanity"] if "sanity" in cells.columns else ["model", "method"]
     for subset in dict.fromkeys(cells["subset"]) if not cells.empty else []:
         out.append(
             make_table(
                 cells[cells.subset == subset],
-                ["model", "method"],
+                keys,
                 metrics,
                 anchor=f"subset-{subset}",
                 title=SUBSET_TITLES.get(subset, f"Subset: {subset}"),
@@ -171,8 +173,15 @@ def legend(lb: Leaderboard, best_mark: str = "Bold") -> str:
 
 
 def metric_lines(lb: Leaderboard) -> list[str]:
-    """One line per metric column: direction, aggregation and parameters."""
+    """One line per metric column: direction, aggregation and parameters (and, for a run with
+    sanity checks, what its sanity column says)."""
     lines = []
+    if "sanity" in lb.cells.columns:
+        lines.append(
+            "sanity: FAIL where a method's maps on the fully re-initialised model still rank pixels "
+            "like the trained model's (mean Spearman |.| above the threshold), pass where not, n/a "
+            "where undefined (constant maps); the sanity table and figure have the details"
+        )
     for label, meta in lb.metrics.items():
         agg = "mean of per-class means" if meta.get("aggregate") == "class_mean" else "mean over rows"
         params = meta.get("params") or {}
@@ -317,6 +326,9 @@ def cells_frame(lb: Leaderboard, by_class: pd.DataFrame | None = None) -> pd.Dat
         ("mean" if c else lb.metrics.get(m, {}).get("aggregate", "mean")) for m, c in zip(frame["metric"], frame["class"])
     ]
     frame["rank"] = frame["rank"].astype("Int64")
+    if "sanity" in frame.columns:  # a run with sanity checks: each method's verdict
+        frame["sanity"] = frame["sanity"].fillna("")
+        return frame[[*CSV_COLUMNS[:2], "sanity", *CSV_COLUMNS[2:]]]
     return frame[CSV_COLUMNS]
 
 

@@ -42,7 +42,27 @@ def write_table_files(lb: Leaderboard, out: Path, by_class: pd.DataFrame | None)
     for name, text in texts.items():
         results.write_text(out / name, text)
         written.append(out / name)
-    return written
+    return written + write_sanity_files(out, confidence=lb.confidence)
+
+
+def write_sanity_files(out: Path, *, confidence: float = 0.95) -> list[Path]:
+    """A run with sanity checks: the sanity table as ``sanity.txt``, ``.md`` and ``.csv`` (every
+    cell and curve point, full precision) beside the leaderboard; nothing otherwise. Bootstrap
+    seeded with the run's seed, as the leaderboard."""
+    from bench.report import sanity
+    from bench.report.breakdown import run_seed
+
+    table = sanity.build(out, confidence=confidence, seed=run_seed(out))
+    if table.cells.empty:
+        return []
+    texts = {
+        "sanity.txt": sanity.render_text(table),
+        "sanity.md": sanity.render_markdown(table),
+        "sanity.csv": sanity.render_csv(table),
+    }
+    for name, text in texts.items():
+        results.write_text(Path(out) / name, text)
+    return [Path(out) / name for name in texts]
 
 
 def write_figures(figs: list, notes: list[str], out: Path) -> list[Path]:

@@ -256,3 +256,38 @@ def measure_reliance(
         res.area["object"] = area_obj.float() / n_pixels
         out[mode] = res
     return out
+
+
+# The numbers of one reliance row, in order (:func:`pack`); ids (model, sample, image, target,
+# output, mode) are added by whoever writes the rows.
+FIELDS = (
+    "prob",
+    "logit",
+    *(f"drop_prob_{p}" for p in PARTS),
+    *(f"drop_logit_{p}" for p in PARTS),
+    "context_reliance",
+    "object_reliance",
+    "context_reliance_logit",
+    "object_reliance_logit",
+    "area_context",
+    "area_object",
+)
+
+
+def pack(results: dict[str, RelianceResult]) -> torch.Tensor:
+    """Modes x B x len(:data:`FIELDS`) float32 on the results' device: every number of every
+    row in one tensor, so the rows cost one device-to-host copy."""
+    per_mode = []
+    for res in results.values():
+        cols = [res.prob, res.logit]
+        cols += [res.drop_prob[p] for p in PARTS] + [res.drop_logit[p] for p in PARTS]
+        cols += [
+            res.context_reliance,
+            res.object_reliance,
+            res.drop_logit["context"] - res.drop_logit["control_context"],
+            res.drop_logit["object"] - res.drop_logit["control_object"],
+            res.area["context"],
+            res.area["object"],
+        ]
+        per_mode.append(torch.stack([c.float() for c in cols], dim=1))
+    return torch.stack(per_mode)

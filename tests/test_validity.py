@@ -77,3 +77,17 @@ def test_validity_table_joins_rows_of_one_mode():
     assert "energy_pointing_game" not in set(table.score)
     with pytest.raises(ValueError, match="one removal mode"):
         validity_table(scores, pd.concat([reliance, reliance.assign(mode="blur")]))
+
+
+def test_reliance_summary_counts_undefined_rows_and_splits_classes():
+    from bench.report.reliance import reliance_summary
+
+    rows = pd.DataFrame({
+        "model": "m", "mode": "mean", "image_id": ["a", "b", "c", "d"], "target": ["boat", "boat", "car", "car"],
+        "context_reliance": [0.5, np.nan, 0.1, 0.3], "object_reliance": [0.2, 0.4, 0.0, 0.2],
+    })
+    s = reliance_summary(rows, quantities=("context_reliance", "object_reliance"), n_resamples=200).set_index(["class", "quantity"])
+    assert s.loc[("all", "context_reliance"), "estimate"] == pytest.approx(0.3)
+    assert s.loc[("all", "context_reliance"), ["n", "n_undefined"]].tolist() == [3, 1]
+    assert s.loc[("boat", "context_reliance"), "estimate"] == pytest.approx(0.5)
+    assert s.loc[("car", "object_reliance"), "estimate"] == pytest.approx(0.1)

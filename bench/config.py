@@ -25,6 +25,9 @@
     name = "pointing_game"
     tolerance = 6
 
+    [reliance]                   # optional: measured reliance by intervention (bench.interventions)
+    modes = ["mean", "blur"]
+
 Unknown keys, wrong types, and unknown dataset, model adapter, method or metric names are errors
 that name the file and the key, with a did-you-mean suggestion where one is close. So are
 dataset parameters the loader does not take (for loaders with a fixed parameter list), method and
@@ -50,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.interventions import RelianceConfig, parse_reliance
 from bench.registry import check_params
 from bench.results import check_run_name
 
@@ -98,6 +102,7 @@ class RunConfig:
     output_dir: str = "results"
     save_maps: bool = False
     autocast: str = "none"  # mixed precision for the model passes: "none" or "bf16"
+    reliance: RelianceConfig | None = None  # the [reliance] section; None: no reliance rows
     source: str = "<dict>"
     # What loading changed and the user should be told (e.g. layout keys --root dropped); not
     # part of the resolved config.
@@ -119,6 +124,7 @@ class RunConfig:
             "models": [m.to_dict("spec") for m in self.models],
             "methods": [m.to_dict() for m in self.methods],
             "metrics": [m.to_dict() for m in self.metrics],
+            **({"reliance": self.reliance.to_dict()} if self.reliance is not None else {}),
         }
 
 
@@ -134,7 +140,7 @@ _SCALARS: dict[str, type | tuple[type, ...]] = {
 }
 AUTOCAST = ("none", "bf16")
 SEED_MAX = 2**63 - 1
-_TABLES = ("dataset", "model", "models", "methods", "metrics")
+_TABLES = ("dataset", "model", "models", "methods", "metrics", "reliance")
 
 
 def _fail(source: str, msg: str) -> ConfigError:
@@ -212,12 +218,17 @@ def parse_config(data: dict[str, Any], source: str = "<dict>", default_name: str
     _check_models(source, models, allow_code)
     _check_methods(source, methods)
     _check_metrics(source, metrics)
+    try:
+        reliance = parse_reliance(data["reliance"]) if "reliance" in data else None
+    except ValueError as exc:
+        raise _fail(source, str(exc)) from exc
     return RunConfig(
         name=scalars.pop("name", default_name),
         dataset=dataset,
         models=models,
         methods=methods,
         metrics=metrics,
+        reliance=reliance,
         source=source,
         **scalars,
     )

@@ -50,6 +50,7 @@ from bench.config import RunConfig
 from bench.data.registry import load_dataset
 from bench.methods import AttributionMethod, create_method
 from bench.models import ModelBundle, load_model
+from bench.reliance import RelianceFeature
 from bench.scoring import NO_CLOCK, BatchResult, ModelRun, StageClock, metric_columns, score_batch
 from bench.sharding import check_shard, local_device_index
 
@@ -329,6 +330,14 @@ def _run_locked(cfg, out: results.ResultsDir, dataset, methods, columns, indices
                 bundle, methods, columns, device, seed=cfg.seed, autocast=cfg.autocast, clock=clock,
                 maps_dir=out / results.MAPS if cfg.save_maps else None,
             )
+            if cfg.reliance is not None:
+                try:
+                    feature = RelianceFeature(cfg.reliance, run)
+                except ValueError as exc:
+                    raise RunError(f"{cfg.source}: [reliance] on model {bundle.spec!r}: {exc}") from exc
+                run.features.append(feature)
+                models_info[bundle.spec]["measured_reliance"] = feature.describe()
+                results.write_json(models_file, models_info)
             todo = [i for i in indices if i not in done.of(bundle.spec)]
             loader = sample_loader(dataset, bundle.preprocess, todo, cfg, device)
             n_rows, n_skipped = _run_model(run, loader, len(todo), writer, scorer, progress, on_batch, tally)

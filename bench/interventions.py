@@ -46,6 +46,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +55,40 @@ REMOVAL_MODES = ("mean", "blur")
 # The parts each mode records, in row order.
 PARTS = ("context", "object", "control_context", "control_object")
 DEFAULT_BLUR_SIGMA = 0.05  # of the input's shorter side: 11 px at 224, 5 px on the 96 px harbor
+
+
+@dataclass(frozen=True)
+class RelianceConfig:
+    """The ``[reliance]`` section of a run config: measure every (model, image, target)'s
+    reliance on its context and object by removal (``modes``, in :data:`REMOVAL_MODES`; the
+    first is the one the leaderboard's validity table and footer show, every mode is written),
+    with a blur of ``blur_sigma`` times the input's shorter side."""
+
+    modes: tuple[str, ...] = REMOVAL_MODES
+    blur_sigma: float = DEFAULT_BLUR_SIGMA
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"modes": list(self.modes), "blur_sigma": self.blur_sigma}
+
+
+def parse_reliance(raw: Any) -> RelianceConfig:
+    """A :class:`RelianceConfig` from the config's ``[reliance]`` table; ``ValueError`` naming
+    the key and the problem otherwise."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"[reliance] must be a table, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - {"modes", "blur_sigma"})
+    if unknown:
+        raise ValueError(f"[reliance] has unknown key(s) {unknown}; it takes modes, blur_sigma")
+    modes = raw.get("modes", list(REMOVAL_MODES))
+    if isinstance(modes, str) or not isinstance(modes, list) or not modes or not all(isinstance(m, str) for m in modes):
+        raise ValueError(f"[reliance] modes must be a non-empty list of names from {list(REMOVAL_MODES)}, got {modes!r}")
+    bad = [m for m in modes if m not in REMOVAL_MODES]
+    if bad or len(set(modes)) != len(modes):
+        raise ValueError(f"[reliance] modes {modes!r}: each must be one of {list(REMOVAL_MODES)}, once")
+    sigma = raw.get("blur_sigma", DEFAULT_BLUR_SIGMA)
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not (0 < float(sigma) < 1):
+        raise ValueError(f"[reliance] blur_sigma must be a number in (0, 1) (a fraction of the input's shorter side), got {sigma!r}")
+    return RelianceConfig(tuple(modes), float(sigma))
 
 
 def control_draw(run_seed: int, image_id: str, target: str) -> float:

@@ -53,6 +53,7 @@ from bench.maps_io import map_path
 from bench.metrics import METRICS, MetricInfo
 from bench.metrics.base import MODEL, MapStats, ModelAccess, TruthBatch
 from bench.models.class_maps import max_logit
+from bench.models.input_space import InputSpace
 from bench.registry import UnknownNameError
 
 
@@ -147,7 +148,9 @@ class ModelRun:
     columns. ``seed``: the run's seed (per-item seeds derive from it). ``autocast``: ``"none"`` or
     ``"bf16"``. ``clock``: stage timer. ``maps_dir``: where to save every scored map (None:
     nowhere). ``chunk``: the largest batch of extra forward passes a metric that requires the
-    model runs at once."""
+    model runs at once. ``input_space``: the model's :class:`~bench.models.input_space.InputSpace`
+    (maps and masks taken into its input; None: no model). ``features``: objects whose ``rows(run, state)`` add rows of other
+    streams from a batch's maps (:class:`BatchFeature`; the sanity checks); none by default."""
 
     spec: str
     module: torch.nn.Module | None
@@ -160,6 +163,8 @@ class ModelRun:
     clock: StageClock = NO_CLOCK
     maps_dir: Path | None = None
     chunk: int = 64
+    input_space: InputSpace | None = None
+    features: list["BatchFeature"] = field(default_factory=list)
     requires: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -176,6 +181,7 @@ class ModelRun:
         if device.type in ("cpu", "cuda"):
             module = module.to(memory_format=torch.channels_last)
         bound = [(label, m.with_model_defaults(bundle.target_layer)) for label, m in methods]
+        options.setdefault("input_space", InputSpace(bundle.preprocess, bundle.spec))
         return cls(bundle.spec, module, bundle.class_map, bound, list(columns), device, **options)
 
     def candidates(self, label: str) -> list[int] | None:
@@ -202,6 +208,31 @@ class BatchResult:
     @property
     def skipped(self) -> list[dict[str, Any]]:
         return self.rows.get(results.SKIP_ROWS.name, [])
+
+
+@dataclass
+class BatchMaps:
+    """What :func:`score_batch` computed for one batch, handed to the run's features: the batch,
+    its ``jobs``, their model ``inputs`` and ``targets`` (long J, on the device), the truth
+    ``groups``, each method's ``maps`` (J x h x w at the method's resolution, in
+    ``run.methods`` order), the score table ``values`` (methods x jobs x (1 + C), on the device)
+    and the failed (method, job) pairs."""
+
+    batch: Sequence[Prepared]
+    jobs: list[Job]
+    inputs: "ModelInputs"
+    targets: torch.Tensor
+    groups: list["TruthGroup"]
+    maps: list[torch.Tensor]
+    values: torch.Tensor
+    failures: dict[tuple[int, int], str]
+
+
+class BatchFeature(Protocol):
+    """Rows of other streams from a batch's maps (``stream name -> rows``; each row with
+    ``model`` and ``sample``), committed with the batch's score rows."""
+
+    def rows(self, run: "ModelRun", state: BatchMaps) -> dict[str, list[dict[str, Any]]]: ...
 
 
 # -- the steps -------------------------------------------------------------------------------------
@@ -499,10 +530,16 @@ def score_batch(run: ModelRun, batch: Sequence[Prepared]) -> BatchResult:
         values = torch.full((len(run.methods), len(jobs), len(run.columns) + 1), float("nan"), device=run.device)
         access = None
         if MODEL in run.requires:
-            access = ModelAccess(run.module, job_inputs, targets, run.chunk, lambda: autocast(run.autocast, run.device))
+            access = ModelAccess(
+                run.module, job_inputs, targets, run.chunk, lambda: autocast(run.autocast, run.device),
+                run.input_space.maps if run.input_space is not None else None,
+            )
     failures: dict[tuple[int, int], str] = {}
+    kept: list[torch.Tensor] = []  # each method's maps, only for the run's features
     for mi, (label, method) in enumerate(run.methods):
         maps, errors = method_maps(run, label, method, batch, jobs, job_inputs, targets)
+        if run.features:
+            kept.append(maps)
         for n, err in errors.items():
             failures[(mi, n)] = f"method {label!r} failed: {err}"
         save = None
@@ -513,4 +550,10 @@ def score_batch(run: ModelRun, batch: Sequence[Prepared]) -> BatchResult:
         host, outputs = to_host(values, targets)
     with clock.stage("rows"):
         rows, failed = score_rows(run.spec, batch, jobs, [label for label, _ in run.methods], run.columns, host, outputs, failures)
-    return BatchResult({results.SCORE_ROWS.name: rows, results.SKIP_ROWS.name: skips + failed})
+    out = {results.SCORE_ROWS.name: rows, results.SKIP_ROWS.name: skips + failed}
+    if run.features:
+        state = BatchMaps(batch, jobs, inputs, targets, groups, kept, values, failures)
+        for feature in run.features:
+            for name, extra in feature.rows(run, state).items():
+                out.setdefault(name, []).extend(extra)
+    return BatchResult(out)

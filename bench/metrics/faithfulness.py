@@ -30,11 +30,30 @@ Shared conventions:
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 
 from bench.interventions import DEFAULT_BLUR_SIGMA, blur_pixels, forward_in_chunks, gaussian_blur, target_scores
-from bench.metrics.base import constant_maps, nonfinite_maps
+from bench.metrics.base import MODEL, ModelAccess, constant_maps, nonfinite_maps, register_metric
+
+# (edited inputs N x 3 x h x w, rows long N) -> the target probability of row rows[n] on input n.
+Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def module_scorer(model: torch.nn.Module, targets: torch.Tensor, max_batch: int) -> Scorer:
+    """A :data:`Scorer` that runs ``model`` in chunks of ``max_batch`` (the plain functions)."""
+
+    def score(inputs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return target_scores(forward_in_chunks(model, inputs, max_batch), targets[rows])[0]
+
+    return score
+
+
+def access_scorer(model: ModelAccess) -> Scorer:
+    """A :data:`Scorer` through the run's :class:`~bench.metrics.base.ModelAccess` (its chunks
+    and autocast): what the registered metrics use in a run."""
+    return lambda inputs, rows: model.scores(inputs, rows, softmax=True)
 
 BASELINES = ("zero", "mean", "blur")
 DEFAULT_STEPS = 20
@@ -100,6 +119,13 @@ def step_counts(n_pixels: int, steps: int) -> list[int]:
 @torch.no_grad()
 def _curve(model, inputs, maps, targets, *, steps, baseline, blur_sigma, max_batch, insert: bool) -> torch.Tensor:
     _check(inputs, maps, targets)
+    return curve_with(module_scorer(model, targets, max(max_batch, inputs.shape[0])), inputs, maps, steps=steps, baseline=baseline, blur_sigma=blur_sigma, max_batch=max_batch, insert=insert)
+
+
+@torch.no_grad()
+def curve_with(score: Scorer, inputs, maps, *, steps, baseline, blur_sigma, max_batch, insert: bool) -> torch.Tensor:
+    """The deletion (``insert=False``) or insertion curve of each map, Bx(steps+1), its forward
+    passes made by ``score`` (:func:`deletion_curve`, :func:`insertion_curve`)."""
     b, c, h, w = inputs.shape
     base = baseline_inputs(inputs, baseline, blur_sigma)
     ranks = relevance_ranks(maps).view(b, 1, h, w)
@@ -114,8 +140,8 @@ def _curve(model, inputs, maps, targets, *, steps, baseline, blur_sigma, max_bat
         for n in group:
             chosen = ranks < n  # the n most relevant pixels
             edited.append(torch.where(chosen, inputs, base) if insert else torch.where(chosen, base, inputs))
-        logits = forward_in_chunks(model, torch.cat(edited), max(max_batch, b))
-        probs.append(target_scores(logits, targets.repeat(len(group)))[0].view(len(group), b))
+        rows = torch.arange(b, device=inputs.device).repeat(len(group))
+        probs.append(score(torch.cat(edited), rows).view(len(group), b))
     curve = torch.cat(probs).T  # B x (steps + 1)
     return torch.where(undefined_maps(maps)[:, None], torch.full_like(curve, math.nan), curve)
 
@@ -199,12 +225,18 @@ def confidence_change(model, inputs, maps, targets, *, max_batch: int = 256) -> 
     not a percentage); increase = 1.0 if O > Y else 0.0 (the Increase in Confidence indicator).
     NaN for undefined maps, and the drop also where Y is 0."""
     _check(inputs, maps, targets)
+    return confidence_change_with(module_scorer(model, targets, max_batch), inputs, maps)
+
+
+@torch.no_grad()
+def confidence_change_with(score: Scorer, inputs: torch.Tensor, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`confidence_change` with its two passes per map made by ``score``."""
     e = explanation_map(maps)
     masked = inputs * torch.nan_to_num(e, nan=1.0)[:, None].to(inputs.dtype)
-    logits = forward_in_chunks(model, torch.cat([inputs, masked]), max_batch)
     b = inputs.shape[0]
-    y = target_scores(logits[:b], targets)[0]
-    o = target_scores(logits[b:], targets)[0]
+    rows = torch.arange(b, device=inputs.device)
+    probs = score(torch.cat([inputs, masked]), torch.cat([rows, rows]))
+    y, o = probs[:b], probs[b:]
     bad = undefined_maps(maps)
     nan = torch.full_like(y, math.nan)
     drop = torch.where(bad | (y <= 0), nan, (y - o).clamp(min=0) / torch.where(y > 0, y, torch.ones_like(y)))
@@ -240,3 +272,66 @@ def increase_in_confidence(model, inputs, maps, targets, *, max_batch: int = 256
     Same input as :func:`average_drop`; pytorch-grad-cam's ``IncreaseInConfidence`` is the same
     indicator."""
     return confidence_change(model, inputs, maps, targets, max_batch=max_batch)[1]
+
+
+# -- registered: the metric contract's versions, for runs ------------------------------------------
+#
+# A run hands a metric maps at the images' original resolution; each is taken into the model's
+# input space by the same resize and crop as the image (ModelAccess.input_maps, i.e.
+# bench.models.input_space.InputSpace.maps), and the forward passes go through ModelAccess.scores
+# (the run's chunking and autocast). Otherwise they are the functions above.
+
+
+@register_metric(
+    "deletion",
+    higher_is_better=False,
+    requires=(MODEL,),
+    description="area under the target probability as the most relevant pixels are deleted (Petsiuk et al. 2018); steps + 1 passes per map",
+)
+def deletion_auc(maps: torch.Tensor, model: ModelAccess, steps: int = DEFAULT_STEPS, baseline: str = "mean", blur_sigma: float = DEFAULT_BLUR_SIGMA) -> torch.Tensor:
+    """:func:`deletion` on the run's maps (taken into the model's input space) and model."""
+    _check_steps(steps, baseline)
+    curve = curve_with(access_scorer(model), model.inputs, model.input_maps(maps), steps=steps, baseline=baseline, blur_sigma=blur_sigma, max_batch=model.chunk, insert=False)
+    return curve_auc(curve)
+
+
+@register_metric(
+    "insertion",
+    higher_is_better=True,
+    requires=(MODEL,),
+    description="area under the target probability as the most relevant pixels are revealed on a blurred copy (Petsiuk et al. 2018); steps + 1 passes per map",
+)
+def insertion_auc(maps: torch.Tensor, model: ModelAccess, steps: int = DEFAULT_STEPS, baseline: str = "blur", blur_sigma: float = DEFAULT_BLUR_SIGMA) -> torch.Tensor:
+    """:func:`insertion` on the run's maps (taken into the model's input space) and model."""
+    _check_steps(steps, baseline)
+    curve = curve_with(access_scorer(model), model.inputs, model.input_maps(maps), steps=steps, baseline=baseline, blur_sigma=blur_sigma, max_batch=model.chunk, insert=True)
+    return curve_auc(curve)
+
+
+@register_metric(
+    "average_drop",
+    higher_is_better=False,
+    requires=(MODEL,),
+    description="max(0, Y - O) / Y, O on the input times the min-max scaled map (Chattopadhyay et al. 2018); 2 passes per map",
+)
+def average_drop_score(maps: torch.Tensor, model: ModelAccess) -> torch.Tensor:
+    """:func:`average_drop` on the run's maps (taken into the model's input space) and model."""
+    return confidence_change_with(access_scorer(model), model.inputs, model.input_maps(maps))[0]
+
+
+@register_metric(
+    "increase_in_confidence",
+    higher_is_better=True,
+    requires=(MODEL,),
+    description="1 where the target probability on the input times the min-max scaled map exceeds that on the input (Chattopadhyay et al. 2018); 2 passes per map",
+)
+def increase_in_confidence_score(maps: torch.Tensor, model: ModelAccess) -> torch.Tensor:
+    """:func:`increase_in_confidence` on the run's maps (taken into the model's input space)."""
+    return confidence_change_with(access_scorer(model), model.inputs, model.input_maps(maps))[1]
+
+
+def _check_steps(steps: int, baseline: str) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a whole number >= 1, got {steps!r}")
+    if baseline not in BASELINES:
+        raise ValueError(f"unknown baseline {baseline!r}; choose from {list(BASELINES)}")

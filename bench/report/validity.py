@@ -30,6 +30,7 @@ Conventions:
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from dataclasses import asdict, dataclass
@@ -38,7 +39,6 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from bench.report.stats import _rng_kwarg
 
 MIN_ROWS = 30
 # (grounding score column, reliance column) pairs the table reports, in order, where present.
@@ -48,6 +48,12 @@ PAIRS = (
     ("energy_pointing_game", "object_reliance"),
 )
 _MAX_ENTRIES = 4_000_000  # resamples x rows in one vectorised batch (~32 MB of float64)
+
+
+def _seeded(seed: int) -> dict:
+    # scipy >= 1.15 takes `rng`; older releases only `random_state`.
+    key = "rng" if "rng" in inspect.signature(scipy.stats.bootstrap).parameters else "random_state"
+    return {key: np.random.default_rng(seed)}
 
 
 @dataclass(frozen=True)
@@ -141,7 +147,7 @@ def spearman_ci(
                 out[s : s + step] = weighted_spearman(x, y, counts[s : s + step][:, cluster_idx])
             return out.reshape(lead)
 
-        kwargs = dict(n_resamples=n_resamples, vectorized=True, confidence_level=confidence, **_rng_kwarg(seed))
+        kwargs = dict(n_resamples=n_resamples, vectorized=True, confidence_level=confidence, **_seeded(seed))
         with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
             warnings.simplefilter("ignore")
             res = scipy.stats.bootstrap((np.arange(g),), statistic, method="BCa", **kwargs)

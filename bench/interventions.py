@@ -10,7 +10,11 @@ the removal hurts the target):
 - ``object``: the object removed;
 - ``control_context`` / ``control_object``: a *control* region of the same number of pixels as
   the removed one, drawn outside both object and context (:func:`control_regions`), removed the
-  same way. It says how much removing that much of *any* part of the image costs, so that
+  same way. Where the image has fewer such free pixels than the region holds (on harbor the
+  water is often half the scene), the control is every free pixel: the largest control the
+  image allows, smaller than the region, so its drop understates the damage of removing that
+  much and the reliance is an upper bound there; each row records the controls' areas
+  (``area_control_context``, ``area_control_object``) so such rows can be told apart. It says how much removing that much of *any* part of the image costs, so that
   ``context - control_context`` (the **context reliance**) and ``object - control_object`` (the
   **object reliance**) measure the evidence in the region, not the damage of the edit.
 
@@ -34,8 +38,7 @@ Conventions (pinned by ``tests/test_interventions.py``):
 - Undefined is NaN, never 0, and counted by whoever aggregates: the context drops where the
   target has no context pixel outside the object in input space (an image with no water under
   its boat), the object drops where the object vanishes in input space (coverage below half a
-  pixel everywhere), a control drop where there are fewer free pixels (outside object and
-  context) than the region to match; each reliance is NaN where either of its drops is.
+  pixel everywhere), a control drop where no pixel is free (outside object and context); each reliance is NaN where either of its drops is.
 - Every forward pass is batched over the jobs (chunks of at most ``max_batch`` images), on
   the inputs' device, under ``torch.no_grad``: ``1 + 4 * len(modes)`` passes per job.
   Nothing is copied to the host.
@@ -151,19 +154,20 @@ def remove(
 
 
 def control_regions(free: torch.Tensor, areas: torch.Tensor, draws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per image, a region of exactly ``areas[i]`` pixels inside ``free[i]`` (bool Bxhxw): the
-    ``areas[i]`` free pixels nearest (Euclidean, between pixel centres) to a seed pixel, ties
+    """Per image, a region of exactly ``min(areas[i], free pixels)`` pixels inside ``free[i]``
+    (bool Bxhxw): the free pixels nearest (Euclidean, between pixel centres) to a seed pixel, ties
     to the lower row-major index. The seed is the ``floor(draws[i] * n_free)``-th free pixel in
     row-major order (``draws`` float B in [0, 1)), so the region is a compact blob clipped to the
     free pixels, placed by the draw.
 
     Returns (regions bool Bxhxw, ok bool B); ``ok`` is False, and the region empty, where the
-    image has fewer free pixels than ``areas[i]`` or ``areas[i]`` is 0."""
+    image has no free pixel or ``areas[i]`` is 0. Where it has fewer free pixels than
+    ``areas[i]``, the region is all of them."""
     b, h, w = free.shape
     flat = free.flatten(1)
     n_free = flat.sum(dim=1)
-    areas = areas.to(n_free.dtype)
-    ok = (areas > 0) & (areas <= n_free)
+    areas = torch.minimum(areas.to(n_free.dtype), n_free)
+    ok = areas > 0
     # The seed: the k-th free pixel, k = floor(draw * n_free), found by a cumulative count.
     k = torch.floor(draws.to(torch.float64) * n_free.to(torch.float64)).long().clamp(min=0)
     k = torch.minimum(k, (n_free - 1).clamp(min=0))
@@ -190,8 +194,8 @@ class RelianceResult:
 
     prob, logit: the target's softmax probability and logit on the original input.
     drop_prob[part], drop_logit[part]: original minus intervened, per part of :data:`PARTS`.
-    area[part]: the removed region's share of the input's pixels (context and object regions;
-    each control has its region's area by construction).
+    area[part]: the removed region's share of the input's pixels, per part (a control's equals
+    its region's unless the free pixels are fewer, module docstring).
     """
 
     mode: str
@@ -287,8 +291,8 @@ def measure_reliance(
             p, z = target_scores(forward_in_chunks(model, edited, max_batch), targets)
             res.drop_prob[part] = torch.where(defined[part], p0 - p, nan)
             res.drop_logit[part] = torch.where(defined[part], z0 - z, nan)
-        res.area["context"] = area_ctx.float() / n_pixels
-        res.area["object"] = area_obj.float() / n_pixels
+        for part in PARTS:
+            res.area[part] = regions[part].flatten(1).sum(dim=1).float() / n_pixels
         out[mode] = res
     return out
 
@@ -304,8 +308,7 @@ FIELDS = (
     "object_reliance",
     "context_reliance_logit",
     "object_reliance_logit",
-    "area_context",
-    "area_object",
+    *(f"area_{p}" for p in PARTS),
 )
 
 
@@ -321,8 +324,7 @@ def pack(results: dict[str, RelianceResult]) -> torch.Tensor:
             res.object_reliance,
             res.drop_logit["context"] - res.drop_logit["control_context"],
             res.drop_logit["object"] - res.drop_logit["control_object"],
-            res.area["context"],
-            res.area["object"],
+            *(res.area[p] for p in PARTS),
         ]
         per_mode.append(torch.stack([c.float() for c in cols], dim=1))
     return torch.stack(per_mode)

@@ -98,7 +98,7 @@ def test_removed_pixels_are_exactly_context_minus_object_after_the_input_transfo
 
     model = Recorder()
     res = measure_reliance(model, inputs, torch.tensor([0]), objects, contexts, torch.tensor([0.5]), modes=("mean",))["mean"]
-    assert math.isnan(res.drop_prob["control_context"].item()) and res.drop_prob["control_object"].item() == 0.0
+    assert res.drop_prob["control_context"].item() == 0.0 and res.drop_prob["control_object"].item() == 0.0
     assert PARTS == ("context", "object", "control_context", "control_object")
     original, context_removed, object_removed, control_context, control_object = model.seen
     assert torch.equal(original, inputs)
@@ -107,10 +107,13 @@ def test_removed_pixels_are_exactly_context_minus_object_after_the_input_transfo
     assert torch.equal((object_removed != original).any(dim=1), expected_obj)
     # The object's control: 36 pixels, like the object, outside both object and context. The
     # context's control would need 128 - 12 = 116 pixels, but only 256 - 128 - 24 = 104 are
-    # free: it is undefined, nothing is removed, and its drop is NaN.
+    # free: it is all of them, and its area is recorded.
     moved = (control_object != original).any(dim=1)
     assert int(moved.sum()) == 36 and not (moved & (expected_obj | expected_ctx)).any()
-    assert torch.equal(control_context, original)
+    moved = (control_context != original).any(dim=1)
+    assert torch.equal(moved, ~expected_obj & ~expected_ctx)
+    assert res.area["control_context"].item() == pytest.approx(104 / 256)
+    assert res.area["context"].item() == pytest.approx(116 / 256)
 
 
 def test_drops_by_hand_and_the_nan_policy():
@@ -148,12 +151,15 @@ def test_control_regions_by_hand():
     free = torch.zeros(3, 4, 8, dtype=torch.bool)
     free[:, 2, :] = True  # one free row of 8 pixels
     regions, ok = control_regions(free, torch.tensor([3, 3, 9]), torch.tensor([0.0, 0.99, 0.5]))
-    assert ok.tolist() == [True, True, False]
+    assert ok.tolist() == [True, True, True]
     # draw 0 -> seed at the first free pixel (column 0): its 3 nearest are columns 0, 1, 2;
-    # draw 0.99 -> the 8th free pixel (column 7): columns 5, 6, 7. 9 > 8 free pixels: none.
+    # draw 0.99 -> the 8th free pixel (column 7): columns 5, 6, 7. 9 > 8 free pixels: all 8.
     assert regions[0, 2].nonzero().flatten().tolist() == [0, 1, 2]
     assert regions[1, 2].nonzero().flatten().tolist() == [5, 6, 7]
-    assert not regions[2].any()
+    assert torch.equal(regions[2], free[2])
+    # No free pixel, or nothing to match: undefined, empty.
+    regions, ok = control_regions(torch.zeros(2, 4, 8, dtype=torch.bool) | torch.tensor([False, True])[:, None, None], torch.tensor([3, 0]), torch.tensor([0.5, 0.5]))
+    assert ok.tolist() == [False, False] and not regions.any()
     # Equidistant pixels: the lower row-major index first (seed column 3; 4 and 2 tie at 1).
     regions, _ = control_regions(free[:1], torch.tensor([2]), torch.tensor([3.5 / 8]))
     assert regions[0, 2].nonzero().flatten().tolist() == [2, 3]

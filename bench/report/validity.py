@@ -203,3 +203,186 @@ def validity_table(
             c = spearman_ci(x, y, df["image_id"].to_numpy(), confidence=confidence, n_resamples=n_resamples, seed=seed, min_rows=min_rows)
             out.append({"model": model, "method": method, "score": score, "reliance": rel_col, **asdict(c), "n_undefined": int(len(df) - c.n)})
     return pd.DataFrame(out, columns=columns)
+
+
+# -- a run's measured reliance and validity, and how they are shown --------------------------------
+
+
+def load_reliance(path) -> pd.DataFrame:
+    """The run's reliance rows (``reliance.jsonl``), empty where the run measured none."""
+    from pathlib import Path
+
+    from bench import results
+
+    file = Path(path) / results.RELIANCE
+    return pd.DataFrame(results.read_rows(file)) if file.exists() else pd.DataFrame()
+
+
+def measured(path, scores: pd.DataFrame, *, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(summary, validity) of a results directory: the per-model reliance summary
+    (:func:`bench.report.reliance.reliance_summary`, every mode, overall and per class) and the
+    validity table of every removal mode (:func:`validity_table` with a ``mode`` column), from
+    its reliance rows and the score rows ``scores``. Both empty for a run without reliance rows."""
+    from bench.report.reliance import reliance_summary
+
+    rel = load_reliance(path)
+    if rel.empty:
+        return pd.DataFrame(), pd.DataFrame()
+    summary = reliance_summary(rel, confidence=confidence, n_resamples=n_resamples, seed=seed)
+    parts = []
+    for mode in dict.fromkeys(rel["mode"]):
+        table = validity_table(scores, rel[rel["mode"] == mode], confidence=confidence, n_resamples=n_resamples, seed=seed)
+        parts.append(table.assign(mode=mode))
+    validity = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return summary, validity
+
+
+VERDICT_NOTE = (
+    "Spearman rho between each method's per-row score and the row's measured reliance (removal minus a "
+    "same-area control), CI over images; tracks: CI above 0; inverse: below 0; flat: CI holds 0; "
+    f"inconclusive: fewer than {MIN_ROWS} rows"
+)
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if not (isinstance(x, (int, float)) and math.isfinite(x)) else f"{x:.3f}"
+
+
+def validity_cell(r: dict) -> str:
+    """``rho [low, high] n=N verdict`` for one row of the validity table."""
+    ci = f" [{_fmt(r['low'])}, {_fmt(r['high'])}]" if math.isfinite(float(r["low"])) else ""
+    return f"{_fmt(r['rho'])}{ci} n={int(r['n'])} {r['verdict']}"
+
+
+def validity_wide(validity: pd.DataFrame, mode: str | None = None) -> pd.DataFrame:
+    """One row per (model, method), one column per ``score ~ reliance`` pair, cells as
+    :func:`validity_cell`; ``mode``: that removal mode (default: the first)."""
+    if validity.empty:
+        return pd.DataFrame()
+    mode = mode if mode is not None else validity["mode"].iloc[0]
+    sub = validity[validity["mode"] == mode]
+    rows: dict[tuple[str, str], dict[str, str]] = {}
+    for r in sub.to_dict("records"):
+        rows.setdefault((r["model"], r["method"]), {})[f"{r['score']} ~ {r['reliance']}"] = validity_cell(r)
+    frame = pd.DataFrame([{"model": k[0], "method": k[1], **v} for k, v in rows.items()])
+    return frame.fillna("")
+
+
+def summary_lines(summary: pd.DataFrame, mode: str | None = None) -> list[str]:
+    """One line per model: mean context and object reliance (``mode``, default the first), with
+    CI, n and undefined rows."""
+    if summary.empty:
+        return []
+    mode = mode if mode is not None else summary["mode"].iloc[0]
+    sub = summary[(summary["mode"] == mode) & (summary["class"] == "all")]
+    lines = []
+    for model, df in sub.groupby("model", sort=False):
+        parts = []
+        for q, name in (("context_reliance", "context"), ("object_reliance", "object")):
+            r = df[df["quantity"] == q]
+            if r.empty:
+                continue
+            r = r.iloc[0]
+            parts.append(f"{name} reliance {_fmt(r['estimate'])} [{_fmt(r['low'])}, {_fmt(r['high'])}] n={int(r['n'])} (undefined {int(r['n_undefined'])})")
+        lines.append(f"{model} ({mode} removal, minus its control): " + "; ".join(parts))
+    return lines
+
+
+def render_text(summary: pd.DataFrame, validity: pd.DataFrame) -> str:
+    """The measured reliance and validity sections of the terminal leaderboard (every mode)."""
+    if summary.empty:
+        return ""
+    out = []
+    for mode in dict.fromkeys(summary["mode"]):
+        out.append(f"\nmeasured reliance ({mode} removal; drop in target probability minus a same-area control's):")
+        out.extend(f"  {line}" for line in summary_lines(summary, mode))
+    for mode in dict.fromkeys(validity["mode"]) if not validity.empty else []:
+        wide = validity_wide(validity, mode)
+        if not wide.empty:
+            out.append(f"\n[validity: {mode} removal] {VERDICT_NOTE}")
+            out.append(wide.to_string(index=False))
+    return "\n".join(out) + "\n"
+
+
+def _md(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("*", "\\*").replace("_", "\\_")
+
+
+def render_markdown(summary: pd.DataFrame, validity: pd.DataFrame, *, heading_level: int = 3) -> str:
+    if summary.empty:
+        return ""
+    h = "#" * heading_level
+    out = [f"{h} Measured reliance", ""]
+    for mode in dict.fromkeys(summary["mode"]):
+        out += [f"- {_md(line)}" for line in summary_lines(summary, mode)]
+    out.append("")
+    for mode in dict.fromkeys(validity["mode"]) if not validity.empty else []:
+        wide = validity_wide(validity, mode)
+        if wide.empty:
+            continue
+        out += [f"{h} Validity ({mode} removal)", "", _md(VERDICT_NOTE), ""]
+        out.append("| " + " | ".join(_md(c) for c in wide.columns) + " |")
+        out.append("|" + "|".join([":--"] * 2 + ["--:"] * (len(wide.columns) - 2)) + "|")
+        out += ["| " + " | ".join(_md(v) for v in row) + " |" for row in wide.itertuples(index=False)]
+        out.append("")
+    return "\n".join(out)
+
+
+def _tex(text: str) -> str:
+    return str(text).replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("&", r"\&").replace("%", r"\%").replace("#", r"\#").replace("~", r"$\sim$")
+
+
+def render_latex(summary: pd.DataFrame, validity: pd.DataFrame) -> str:
+    if summary.empty:
+        return ""
+    out = []
+    for mode in dict.fromkeys(summary["mode"]):
+        out += [f"% measured reliance: {line}" for line in summary_lines(summary, mode)]
+    for mode in dict.fromkeys(validity["mode"]) if not validity.empty else []:
+        wide = validity_wide(validity, mode)
+        if wide.empty:
+            continue
+        cols = list(wide.columns)
+        out += [
+            "",
+            r"\begin{table}[t]",
+            r"\centering",
+            rf"\caption{{Validity ({_tex(mode)} removal): {_tex(VERDICT_NOTE)}.}}",
+            r"\begin{tabular}{ll" + "r" * (len(cols) - 2) + "}",
+            r"\toprule",
+            " & ".join(_tex(c) for c in cols) + r" \\",
+            r"\midrule",
+            *(" & ".join(_tex(v) for v in row) + r" \\" for row in wide.itertuples(index=False)),
+            r"\bottomrule",
+            r"\end{tabular}",
+            r"\end{table}",
+        ]
+    return "\n".join(out) + "\n"
+
+
+def render_html(summary: pd.DataFrame, validity: pd.DataFrame, *, level: int = 3) -> str:
+    import html
+
+    if summary.empty:
+        return ""
+    out = [f"<h{level}>Measured reliance</h{level}>", '<ul class="meta">']
+    for mode in dict.fromkeys(summary["mode"]):
+        out += [f"<li>{html.escape(line)}</li>" for line in summary_lines(summary, mode)]
+    out.append("</ul>")
+    for mode in dict.fromkeys(validity["mode"]) if not validity.empty else []:
+        wide = validity_wide(validity, mode)
+        if wide.empty:
+            continue
+        out.append(f'<h{level}>Validity ({html.escape(mode)} removal)</h{level}><p class="legend">{html.escape(VERDICT_NOTE)}</p>')
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in wide.columns)
+        body = "".join(
+            "<tr>" + "".join(f'<td class="{"key" if i < 2 else "num"}">{html.escape(str(v))}</td>' for i, v in enumerate(row)) + "</tr>"
+            for row in wide.itertuples(index=False)
+        )
+        out.append(f'<div class="tablewrap"><table class="lb" id="validity-{html.escape(mode)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>')
+    return "\n".join(out)
+
+
+def render_csv(summary: pd.DataFrame, validity: pd.DataFrame) -> tuple[str, str]:
+    """(reliance.csv, validity.csv): every number at full precision, every mode and class."""
+    return summary.to_csv(index=False, lineterminator="\n"), validity.to_csv(index=False, lineterminator="\n")

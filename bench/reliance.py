@@ -70,7 +70,7 @@ class RelianceFeature:
         return objects, contexts
 
     def rows(self, run: ModelRun, state: BatchMaps) -> dict[str, list[dict[str, Any]]]:
-        """The batch's reliance rows, mode-major, jobs in batch order."""
+        """The batch's reliance rows: jobs in batch order, each job's modes in config order."""
         if not state.jobs:
             return {RELIANCE_ROWS.name: []}
         objects, contexts = self.input_masks(run, state)
@@ -88,9 +88,11 @@ class RelianceFeature:
         table = host[: n_modes * n_jobs * len(FIELDS)].reshape(n_modes, n_jobs, len(FIELDS)).tolist()
         outputs = [int(x) for x in host[n_modes * n_jobs * len(FIELDS) :]]
         out = []
-        for mi, mode in enumerate(self.cfg.modes):
-            for n, job in enumerate(state.jobs):
-                p = state.batch[job.item]
+        # Job-major (each job's modes together): rows come in sample order whatever the batching,
+        # so a merge of shards, which orders rows by sample, gives the single run's file.
+        for n, job in enumerate(state.jobs):
+            p = state.batch[job.item]
+            for mi, mode in enumerate(self.cfg.modes):
                 out.append({
                     "model": run.spec, "sample": p.index, "image_id": p.image_id, "target": job.target.label,
                     "output": outputs[n], "mode": mode, **dict(zip(FIELDS, table[mi][n])),

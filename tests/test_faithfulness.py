@@ -192,38 +192,42 @@ def test_average_drop_and_increase_match_pytorch_grad_cam():
     assert 0 < their_inc.sum() < 6 or their_drop.max() > 0  # the case is not degenerate
 
 
-# ------------------------------------------------------------------- harbor
+# ------------------------------------------------------------------- in a run
 
 
-def test_gradcam_deletes_faster_than_the_random_map_on_the_object_only_model():
-    """Deletion AUC (default: the image's mean colour as baseline, 20 steps) of Grad-CAM is
-    lower than the random map's on the object-only model, paired over the same (image,
-    target) rows. The README quotes the numbers this prints."""
-    from bench.data.registry import load_dataset
-    from bench.data.synthetic import CLASSES
-    from bench.engine import item_seed
-    from bench.methods import create_method
-    from bench.models import load_model
-    from bench.report.stats import paired_test
+def test_registered_metrics_take_maps_into_the_input_space_by_the_images_crop():
+    """The registered columns (what a run scores) get maps at the image's original size and a
+    ModelAccess; they equal the plain functions on the maps taken through the model's own
+    resize and center crop (InputSpace), not on a plain resize of the whole map."""
+    from bench.metrics import METRICS, ModelAccess, TruthBatch
+    from bench.models.input_space import InputSpace
+    from bench.models.transforms import CenterCropEval
 
-    ds = load_dataset("harbor", split="test", n=66, seed=1, size=96)
-    x, y, ids = [], [], []
-    for i in range(len(ds)):
-        s = ds[i]
-        for t in s.targets:
-            x.append(s.image)
-            y.append(CLASSES.index(t.label))
-            ids.append(s.image_id)
-    x, y = torch.stack(x), torch.tensor(y)
-    bundle = load_model("harbor:object_only", progress=False)
-    model = bundle.module
-    auc = {}
-    for name in ("gradcam", "random"):
-        method = create_method(name).with_model_defaults(bundle.target_layer)
-        seeds = [item_seed(0, i, CLASSES[int(c)], name) for i, c in zip(ids, y)]
-        maps = method(model, x, y, seeds=seeds)
-        maps = torch.nn.functional.interpolate(maps[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-        auc[name] = deletion(model, x, maps.detach(), y).numpy()
-    test = paired_test(auc["gradcam"], auc["random"], clusters=np.array(ids))
-    print(f"deletion AUC, harbor:object_only, n={len(ids)}: gradcam {np.nanmean(auc['gradcam']):.3f}, random {np.nanmean(auc['random']):.3f}, difference {test.difference:.3f} [{test.low:.3f}, {test.high:.3f}]")
-    assert test.high < 0 and test.p_wilcoxon < 0.01, test
+    g = torch.Generator().manual_seed(3)
+    images = torch.rand(3, 3, 30, 40, generator=g)
+    preprocess = CenterCropEval(mean=(0.5, 0.4, 0.3), std=(0.25, 0.2, 0.3), resize=20, crop=16)
+    space = InputSpace(preprocess, "crop-model")
+    model = _small_cnn(1).eval()
+    inputs = torch.stack([preprocess(im) for im in images])
+    targets = torch.tensor([0, 3, 1])
+    maps = torch.rand(3, 30, 40, generator=g)
+    maps[2] = 0.5  # constant: undefined
+    access = ModelAccess(model, inputs, targets, chunk=7, to_input=space.maps)
+    truth = TruthBatch(masks=torch.ones(3, 30, 40, dtype=torch.bool))
+    in_space = space.maps(maps)
+    assert in_space.shape == (3, 16, 16)
+    expected = {
+        "deletion": deletion(model, inputs, in_space, targets, steps=4),
+        "insertion": insertion(model, inputs, in_space, targets, steps=4),
+        "average_drop": average_drop(model, inputs, in_space, targets),
+        "increase_in_confidence": increase_in_confidence(model, inputs, in_space, targets),
+    }
+    for name, want in expected.items():
+        params = {"steps": 4} if name in ("deletion", "insertion") else {}
+        got = METRICS.get(name).score(maps, truth, model=access, **params)
+        assert METRICS.get(name).requires == ("model",)
+        assert torch.allclose(got[:2], want[:2], atol=1e-6) and math.isnan(got[2])  # constant as given: NaN
+    naive = torch.nn.functional.interpolate(maps[:, None], size=(16, 16), mode="bilinear", align_corners=False)[:, 0]
+    assert not torch.allclose(naive[:2], in_space[:2], atol=1e-3)  # the crop matters
+
+

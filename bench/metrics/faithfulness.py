@@ -279,7 +279,8 @@ def increase_in_confidence(model, inputs, maps, targets, *, max_batch: int = 256
 # A run hands a metric maps at the images' original resolution; each is taken into the model's
 # input space by the same resize and crop as the image (ModelAccess.input_maps, i.e.
 # bench.models.input_space.InputSpace.maps), and the forward passes go through ModelAccess.scores
-# (the run's chunking and autocast). Otherwise they are the functions above.
+# (the run's chunking and autocast). Otherwise they are the functions above; a map that is
+# undefined (constant, NaN/Inf) at its own resolution is undefined here too.
 
 
 @register_metric(
@@ -292,7 +293,7 @@ def deletion_auc(maps: torch.Tensor, model: ModelAccess, steps: int = DEFAULT_ST
     """:func:`deletion` on the run's maps (taken into the model's input space) and model."""
     _check_steps(steps, baseline)
     curve = curve_with(access_scorer(model), model.inputs, model.input_maps(maps), steps=steps, baseline=baseline, blur_sigma=blur_sigma, max_batch=model.chunk, insert=False)
-    return curve_auc(curve)
+    return _undefined_as_given(maps, curve_auc(curve))
 
 
 @register_metric(
@@ -305,7 +306,7 @@ def insertion_auc(maps: torch.Tensor, model: ModelAccess, steps: int = DEFAULT_S
     """:func:`insertion` on the run's maps (taken into the model's input space) and model."""
     _check_steps(steps, baseline)
     curve = curve_with(access_scorer(model), model.inputs, model.input_maps(maps), steps=steps, baseline=baseline, blur_sigma=blur_sigma, max_batch=model.chunk, insert=True)
-    return curve_auc(curve)
+    return _undefined_as_given(maps, curve_auc(curve))
 
 
 @register_metric(
@@ -316,7 +317,7 @@ def insertion_auc(maps: torch.Tensor, model: ModelAccess, steps: int = DEFAULT_S
 )
 def average_drop_score(maps: torch.Tensor, model: ModelAccess) -> torch.Tensor:
     """:func:`average_drop` on the run's maps (taken into the model's input space) and model."""
-    return confidence_change_with(access_scorer(model), model.inputs, model.input_maps(maps))[0]
+    return _undefined_as_given(maps, confidence_change_with(access_scorer(model), model.inputs, model.input_maps(maps))[0])
 
 
 @register_metric(
@@ -327,7 +328,13 @@ def average_drop_score(maps: torch.Tensor, model: ModelAccess) -> torch.Tensor:
 )
 def increase_in_confidence_score(maps: torch.Tensor, model: ModelAccess) -> torch.Tensor:
     """:func:`increase_in_confidence` on the run's maps (taken into the model's input space)."""
-    return confidence_change_with(access_scorer(model), model.inputs, model.input_maps(maps))[1]
+    return _undefined_as_given(maps, confidence_change_with(access_scorer(model), model.inputs, model.input_maps(maps))[1])
+
+
+def _undefined_as_given(maps: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    # Undefined is decided on the map as the method gave it: a constant map resampled into the
+    # input space can pick up rounding-level differences that would order its pixels.
+    return torch.where(undefined_maps(maps), torch.full_like(values, math.nan), values)
 
 
 def _check_steps(steps: int, baseline: str) -> None:

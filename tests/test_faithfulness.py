@@ -1,6 +1,8 @@
 """Faithfulness metrics (bench.metrics.faithfulness): deletion and insertion by hand, deletion
 against Quantus's PixelFlipping, average drop / increase in confidence against pytorch-grad-cam,
-the NaN policy, and Grad-CAM against the random map on the harbor object-only model."""
+the NaN policy, and the registered columns on maps taken into a cropping model's input space
+(Grad-CAM against the random map on the harbor object-only model, in a run:
+tests/test_reliance_run.py)."""
 
 from __future__ import annotations
 

@@ -137,5 +137,6 @@ def test_gradcam_deletion_beats_the_random_map_on_the_object_only_model(tmp_path
     df = pd.DataFrame(results.read_rows(tmp_path / results.SCORES))
     wide = df.pivot_table(index=["image_id", "target"], columns="method", values="deletion")
     test = paired_test(wide["gradcam"].to_numpy(), wide["random"].to_numpy(), clusters=wide.index.get_level_values(0).to_numpy())
+    print(f"deletion AUC (10 steps), harbor:object_only, n={len(wide)}: gradcam {wide['gradcam'].mean():.3f}, random {wide['random'].mean():.3f}, difference {test.difference:.3f} [{test.low:.3f}, {test.high:.3f}]")
     assert len(wide) >= 50 and np.isfinite(wide.to_numpy()).all()
     assert test.difference < -0.05 and test.high < 0, test

@@ -27,6 +27,8 @@
 
     [sanity]                     # optional: sanity checks of the methods (bench.sanity.config)
     tests = ["cascading", "random_target"]
+    [reliance]                   # optional: measured reliance by intervention (bench.interventions)
+    modes = ["mean", "blur"]
 
 Unknown keys, wrong types, and unknown dataset, model adapter, method or metric names are errors
 that name the file and the key, with a did-you-mean suggestion where one is close. So are
@@ -53,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.interventions import RelianceConfig, parse_reliance
 from bench.registry import check_params
 from bench.results import check_run_name
 from bench.sanity.config import SanityConfig, parse_sanity
@@ -103,6 +106,7 @@ class RunConfig:
     save_maps: bool = False
     autocast: str = "none"  # mixed precision for the model passes: "none" or "bf16"
     sanity: SanityConfig | None = None  # the [sanity] section; None: no sanity checks
+    reliance: RelianceConfig | None = None  # the [reliance] section; None: no reliance rows
     source: str = "<dict>"
     # What loading changed and the user should be told (e.g. layout keys --root dropped); not
     # part of the resolved config.
@@ -126,6 +130,7 @@ class RunConfig:
             "metrics": [m.to_dict() for m in self.metrics],
             # Only when set, like autocast: a config without [sanity] resolves as it always did.
             **({"sanity": self.sanity.to_dict()} if self.sanity is not None else {}),
+            **({"reliance": self.reliance.to_dict()} if self.reliance is not None else {}),
         }
 
 
@@ -141,7 +146,7 @@ _SCALARS: dict[str, type | tuple[type, ...]] = {
 }
 AUTOCAST = ("none", "bf16")
 SEED_MAX = 2**63 - 1
-_TABLES = ("dataset", "model", "models", "methods", "metrics", "sanity")
+_TABLES = ("dataset", "model", "models", "methods", "metrics", "sanity", "reliance")
 
 
 def _fail(source: str, msg: str) -> ConfigError:
@@ -220,6 +225,10 @@ def parse_config(data: dict[str, Any], source: str = "<dict>", default_name: str
     labels = _check_methods(source, methods)
     _check_metrics(source, metrics)
     sanity = _sanity(source, data["sanity"], labels, [m.name for m in models]) if "sanity" in data else None
+    try:
+        reliance = parse_reliance(data["reliance"]) if "reliance" in data else None
+    except ValueError as exc:
+        raise _fail(source, str(exc)) from exc
     return RunConfig(
         name=scalars.pop("name", default_name),
         dataset=dataset,
@@ -227,6 +236,7 @@ def parse_config(data: dict[str, Any], source: str = "<dict>", default_name: str
         methods=methods,
         metrics=metrics,
         sanity=sanity,
+        reliance=reliance,
         source=source,
         **scalars,
     )

@@ -51,6 +51,7 @@ from bench.data.registry import load_dataset
 from bench.methods import AttributionMethod, create_method
 from bench.models import ModelBundle, load_model
 from bench.sanity.scorer import SanityChecks, SanityError, example_input
+from bench.reliance import RelianceFeature
 from bench.scoring import NO_CLOCK, BatchResult, ModelRun, StageClock, metric_columns, score_batch
 from bench.sharding import check_shard, local_device_index
 
@@ -338,6 +339,14 @@ def _run_locked(cfg, out: results.ResultsDir, dataset, methods, columns, indices
                     raise RunError(f"{cfg.source}: [sanity] on model {bundle.spec!r}: {exc}") from exc
                 run.features.append(checks)
                 models_info[bundle.spec]["sanity"] = checks.describe()
+            if cfg.reliance is not None:
+                try:
+                    feature = RelianceFeature(cfg.reliance, run)
+                except ValueError as exc:
+                    raise RunError(f"{cfg.source}: [reliance] on model {bundle.spec!r}: {exc}") from exc
+                run.features.append(feature)
+                models_info[bundle.spec]["measured_reliance"] = feature.describe()
+            if cfg.sanity is not None or cfg.reliance is not None:
                 results.write_json(models_file, models_info)
             todo = [i for i in indices if i not in done.of(bundle.spec)]
             loader = sample_loader(dataset, bundle.preprocess, todo, cfg, device)

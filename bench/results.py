@@ -71,6 +71,7 @@ CONFIG_JSON = "config.json"
 COLUMNS = "columns.json"
 PROVENANCE = "provenance.json"
 MODELS = "models.json"
+RELIANCE = "reliance.jsonl"
 SCORES = "scores.jsonl"
 SKIPPED = "skipped.jsonl"
 PROGRESS = "progress.jsonl"
@@ -169,6 +170,9 @@ def register_stream(name: str, file: str, key: Sequence[str] = ()) -> RowStream:
     return stream
 
 
+# Measured reliance (a run with ``[reliance]``, bench.reliance): one row per (model, image,
+# target, removal mode); declared here so that resume and merge know it in every process.
+RELIANCE_ROWS = register_stream("reliance", RELIANCE, key=("model", "sample", "target", "mode"))
 SCORE_ROWS = register_stream("scores", SCORES, key=("model", "method", "sample", "target"))
 SKIP_ROWS = register_stream("skipped", SKIPPED)
 # The [sanity] checks' rows (bench.sanity.rows): declared here, with the directory's other

@@ -53,6 +53,7 @@ from bench.maps_io import map_path
 from bench.metrics import METRICS, MetricInfo
 from bench.metrics.base import MODEL, MapStats, ModelAccess, TruthBatch
 from bench.models.class_maps import max_logit
+from bench.models.input_space import InputSpace
 from bench.registry import UnknownNameError
 
 
@@ -147,7 +148,8 @@ class ModelRun:
     columns. ``seed``: the run's seed (per-item seeds derive from it). ``autocast``: ``"none"`` or
     ``"bf16"``. ``clock``: stage timer. ``maps_dir``: where to save every scored map (None:
     nowhere). ``chunk``: the largest batch of extra forward passes a metric that requires the
-    model runs at once. ``features``: objects whose ``rows(run, state)`` add rows of other
+    model runs at once. ``input_space``: the model's :class:`~bench.models.input_space.InputSpace`
+    (maps and masks taken into its input; None: no model). ``features``: objects whose ``rows(run, state)`` add rows of other
     streams from a batch's maps (:class:`BatchFeature`; the sanity checks); none by default."""
 
     spec: str
@@ -161,6 +163,7 @@ class ModelRun:
     clock: StageClock = NO_CLOCK
     maps_dir: Path | None = None
     chunk: int = 64
+    input_space: InputSpace | None = None
     features: list["BatchFeature"] = field(default_factory=list)
     requires: frozenset[str] = field(init=False)
 
@@ -178,6 +181,7 @@ class ModelRun:
         if device.type in ("cpu", "cuda"):
             module = module.to(memory_format=torch.channels_last)
         bound = [(label, m.with_model_defaults(bundle.target_layer)) for label, m in methods]
+        options.setdefault("input_space", InputSpace(bundle.preprocess, bundle.spec))
         return cls(bundle.spec, module, bundle.class_map, bound, list(columns), device, **options)
 
     def candidates(self, label: str) -> list[int] | None:
@@ -526,7 +530,10 @@ def score_batch(run: ModelRun, batch: Sequence[Prepared]) -> BatchResult:
         values = torch.full((len(run.methods), len(jobs), len(run.columns) + 1), float("nan"), device=run.device)
         access = None
         if MODEL in run.requires:
-            access = ModelAccess(run.module, job_inputs, targets, run.chunk, lambda: autocast(run.autocast, run.device))
+            access = ModelAccess(
+                run.module, job_inputs, targets, run.chunk, lambda: autocast(run.autocast, run.device),
+                run.input_space.maps if run.input_space is not None else None,
+            )
     failures: dict[tuple[int, int], str] = {}
     kept: list[torch.Tensor] = []  # each method's maps, only for the run's features
     for mi, (label, method) in enumerate(run.methods):

@@ -6,6 +6,7 @@ constant / NaN maps, empty masks, normalisation) are in its docstring and pinned
 """
 
 from bench.metrics.base import METRICS, MapStats, MetricInfo, ModelAccess, TruthBatch, register_metric
+from bench.metrics.faithfulness import average_drop, deletion, increase_in_confidence, insertion
 from bench.metrics.gaze import auc_judd, cc, kl_div, nss, shuffled_auc, sim
 from bench.metrics.leakage import context_pointing_rate, density_ratio, leakage
 from bench.metrics.overlap import (
@@ -35,6 +36,10 @@ __all__ = [
     "coverage",
     "instance_recall",
     "leakage",
+    "deletion",
+    "insertion",
+    "average_drop",
+    "increase_in_confidence",
     "context_pointing_rate",
     "density_ratio",
     "nss",

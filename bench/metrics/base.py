@@ -92,19 +92,34 @@ class ModelAccess:
     the maps' device), ``inputs`` (B x C x h x w, each row's preprocessed model input),
     ``targets`` (long B, each row's model output). :meth:`scores` runs forward passes on
     modified inputs in chunks of ``chunk`` under ``no_grad`` and the run's ``autocast``, so a
-    metric states its perturbations for all rows at once and the passes are batched here."""
+    metric states its perturbations for all rows at once and the passes are batched here.
+    ``to_input``: takes maps at the images' original resolution (what a metric receives) into
+    the model's input space by the same resize and crop as the image
+    (:meth:`bench.models.input_space.InputSpace.maps`); :meth:`input_maps` applies it."""
 
     module: torch.nn.Module
     inputs: torch.Tensor
     targets: torch.Tensor
     chunk: int = 64
     autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext
+    to_input: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def input_maps(self, maps: torch.Tensor) -> torch.Tensor:
+        """Maps BxHxW (original resolution) -> Bxhxw on the model input's pixels: ``to_input``,
+        or, without one, a bilinear resize to the input's size (exact only for a preprocessing
+        that resizes without cropping)."""
+        if self.to_input is not None:
+            return self.to_input(maps)
+        size = tuple(self.inputs.shape[-2:])
+        if tuple(maps.shape[-2:]) == size:
+            return maps
+        return torch.nn.functional.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
 
     def rows(self, index: torch.Tensor | None) -> "ModelAccess":
         """The access for a subset of the rows (``index`` long, or None: all)."""
         if index is None:
             return self
-        return ModelAccess(self.module, self.inputs[index], self.targets[index], self.chunk, self.autocast)
+        return ModelAccess(self.module, self.inputs[index], self.targets[index], self.chunk, self.autocast, self.to_input)
 
     @torch.no_grad()
     def scores(self, inputs: torch.Tensor, rows: torch.Tensor, *, softmax: bool = False) -> torch.Tensor:

@@ -338,6 +338,41 @@ def leakage_vs_reliance(lb: Leaderboard, by_class: pd.DataFrame | None = None) -
     return fig
 
 
+def validity_scatter(rows: pd.DataFrame, lb: Leaderboard, reliance_rows: pd.DataFrame, score: str = "leakage", against: str = "context_reliance") -> Figure | None:
+    """Per-row ``score`` of each method against the row's measured ``against`` (the first removal
+    mode of the run's reliance rows), one panel per model, one colour per method; the legend
+    gives each method's Spearman rho and n from the validity table."""
+    if reliance_rows.empty or score not in rows.columns or lb.validity.empty:
+        return None
+    mode = reliance_rows["mode"].iloc[0]
+    rel = reliance_rows[reliance_rows["mode"] == mode][["model", "image_id", "target", against]].drop_duplicates(["model", "image_id", "target"])
+    joined = rows.merge(rel, on=["model", "image_id", "target"], how="inner")
+    joined = joined[np.isfinite(joined[score].astype(float)) & np.isfinite(joined[against].astype(float))]
+    if joined.empty:
+        return None
+    models = list(dict.fromkeys(joined["model"]))
+    methods = list(dict.fromkeys(rows["method"]))
+    fig = new_figure(max(6.0, 4.6 * len(models)), 4.6)
+    axes = fig.subplots(1, len(models), squeeze=False)[0]
+    table = lb.validity[(lb.validity["mode"] == mode) & (lb.validity["score"] == score) & (lb.validity["reliance"] == against)]
+    for ax, model in zip(axes, models):
+        for k, method in enumerate(methods):
+            sub = joined[(joined["model"] == model) & (joined["method"] == method)]
+            if sub.empty:
+                continue
+            cell = table[(table["model"] == model) & (table["method"] == method)]
+            tag = f" (rho {cell['rho'].iloc[0]:.2f}, n={int(cell['n'].iloc[0])})" if not cell.empty and math.isfinite(cell["rho"].iloc[0]) else ""
+            label = method if not method.startswith("_") else f" {method}"
+            ax.scatter(sub[against].astype(float), sub[score].astype(float), s=9, alpha=0.55, color=PALETTE[k % len(PALETTE)], marker=MARKERS[k % len(MARKERS)], label=label + tag)
+        ax.set_xlabel(f"measured {against.replace('_', ' ')} ({mode} removal, minus control)")
+        ax.set_ylabel(f"{score} {_arrow(lb.metrics.get(score, {}))}")
+        ax.set_title(_short(model), fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="best", frameon=False)
+    fig.suptitle(f"Per-row {score} against the model's measured {against.replace('_', ' ')}", fontsize=11)
+    return fig
+
+
 def _per_class_panel(ax, lb: Leaderboard, by_class: pd.DataFrame, metric: str, methods: list[str], models: list[str], spearmanr) -> None:
     sub = by_class[(by_class.metric == metric) & by_class.model.isin(models)]
     for k, method in enumerate(methods):
@@ -438,6 +473,17 @@ def run_figures(
             f"curve_{fam.name}_{fam.param}",
             f"{fam.name} as a function of {fam.param}, per model and method, with {conf}% bootstrap CI bands.",
             lambda fam=fam: curve_chart(lb, fam),
+        )
+    if not lb.validity.empty:
+        from bench.report.validity import load_reliance
+
+        add(
+            "validity_leakage",
+            "Each method's per-row leakage against the row's measured context reliance (drop in the target's "
+            "probability when the context is removed, minus the drop for a same-area control region), one "
+            "point per (image, target). A leakage score that can be trusted rises with it; the legend "
+            "gives Spearman's rho (the validity table has its CI).",
+            lambda: validity_scatter(rows if rows is not None else load_results(run_dir)[0], lb, load_reliance(run_dir)),
         )
     add(
         "leakage_vs_reliance",

@@ -18,11 +18,14 @@ import pandas as pd
 
 from bench import results
 from bench.report.stats import bootstrap_ci, rank_methods
+from bench.report.validity import measured
 
 @dataclass
 class Leaderboard:
     """``cells``: one row per (model, method, subset, metric) with estimate, low, high, n,
-    n_undefined, rank (rendered by :mod:`bench.report.render`). ``facts``: per-model facts. ``skipped``: reason -> count."""
+    n_undefined, rank (rendered by :mod:`bench.report.render`). ``facts``: per-model facts. ``skipped``: reason -> count.
+    ``reliance``, ``validity``: a run with ``[reliance]``: the measured reliance summary and the
+    validity table (:func:`bench.report.validity.measured`); empty otherwise."""
 
     cells: pd.DataFrame
     metrics: dict[str, dict[str, Any]]
@@ -30,6 +33,8 @@ class Leaderboard:
     skipped: dict[str, int] = field(default_factory=dict)
     confidence: float = 0.95
     title: str = ""
+    reliance: pd.DataFrame = field(default_factory=pd.DataFrame)
+    validity: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def load_results(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -138,13 +143,14 @@ def build(path: Path, *, confidence: float = 0.95, n_resamples: int = 2000, seed
     path = Path(path)
     df, columns = load_results(path)
     cells = compute(df, columns, confidence=confidence, n_resamples=n_resamples, seed=seed)
+    reliance, validity = measured(path, df, confidence=confidence, n_resamples=n_resamples, seed=seed)
     facts = {}
     models_file = path / results.MODELS
     if models_file.exists():
         facts = {k: v.get("info", {}) for k, v in json.loads(models_file.read_text()).items()}
     skipped = skip_counts(results.read_rows(path / results.SKIPPED))
     cells, columns = _with_sanity(path, cells, columns, confidence=confidence, n_resamples=n_resamples, seed=seed)
-    return Leaderboard(cells, columns, facts, skipped, confidence, title=path.name)
+    return Leaderboard(cells, columns, facts, skipped, confidence, title=path.name, reliance=reliance, validity=validity)
 
 
 def skip_counts(records: list[dict[str, Any]]) -> dict[str, int]:

@@ -32,6 +32,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from bench.report import validity
 from bench.report.leaderboard import Leaderboard, model_facts_lines
 
 SUBSET_TITLES = {
@@ -233,6 +234,8 @@ def render_text(lb: Leaderboard, by_class: pd.DataFrame | None = None) -> str:
     if facts:
         out.append("\nmodels:")
         out.extend(f"  {line}" for line in facts)
+    if not lb.reliance.empty:
+        out.append(validity.render_text(lb.reliance, lb.validity).rstrip("\n"))
     if lb.skipped:
         out.append("\n" + skipped_line(lb, "not scored: "))  # the terminal footer's wording since the skeleton
     return "\n".join(out) + "\n"
@@ -284,6 +287,8 @@ def render_markdown(lb: Leaderboard, by_class: pd.DataFrame | None = None, *, he
     facts = model_facts_lines(lb.facts)
     if facts:
         out += [f"{h}# Models", ""] + [f"- {_md_escape(line)}" for line in facts] + [""]
+    if not lb.reliance.empty:
+        out += [validity.render_markdown(lb.reliance, lb.validity, heading_level=heading_level + 1)]
     if lb.skipped:
         out += [_md_escape(skipped_line(lb)), ""]
     return "\n".join(out)
@@ -444,6 +449,8 @@ def render_latex(lb: Leaderboard, by_class: pd.DataFrame | None = None) -> str:
     for t in tables:
         if t.rows:
             out += ["", latex_table(t, lb)]
+    if not lb.reliance.empty:
+        out += ["", validity.render_latex(lb.reliance, lb.validity).rstrip("\n")]
     return "\n".join(out) + "\n"
 
 
@@ -523,6 +530,8 @@ def html_tables(lb: Leaderboard, by_class: pd.DataFrame | None = None, *, level:
     facts = model_facts_lines(lb.facts)
     if facts:
         out.append('<p class="legend"><strong>Models</strong></p><ul class="meta">' + "".join(f"<li>{html.escape(line)}</li>" for line in facts) + "</ul>")
+    if not lb.reliance.empty:
+        out.append(validity.render_html(lb.reliance, lb.validity, level=level))
     if lb.skipped:
         out.append(f'<p class="legend">{html.escape(skipped_line(lb))}</p>')
     return "\n".join(out)

@@ -38,6 +38,10 @@ def write_table_files(lb: Leaderboard, out: Path, by_class: pd.DataFrame | None)
         "leaderboard.tex": render.render_latex(lb, by_class),
         "leaderboard.html": render.render_html(lb, by_class),
     }
+    if not lb.reliance.empty:  # a run with [reliance]: every mode and class, full precision
+        from bench.report.validity import render_csv as measured_csv
+
+        texts["reliance.csv"], texts["validity.csv"] = measured_csv(lb.reliance, lb.validity)
     written = []
     for name, text in texts.items():
         results.write_text(out / name, text)

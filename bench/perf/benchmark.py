@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import torch
 
+from bench import host_allocator
 from bench.perf.coco_folder import targets_per_image, write_image_folder
 from bench.perf.limit import measure_limit, measure_method
 from bench.perf.memory import harbor_memory_config, peak_rss_mb
@@ -107,7 +108,9 @@ def run_benchmark(opts: PerfOptions, log: Callable[[str], None] = print) -> Perf
     rise_masks = opts.rise_masks or (1000 if device.type == "cuda" else 16)
     report = PerfReport(device=_device_name(device), environment=environment(device),
                         settings={"workers": workers, "autocast": opts.autocast, "rise_masks": rise_masks,
-                                  "steady_batches": opts.batches, "image_size": "640x480 JPEG", "input_size": "224x224"})
+                                  "steady_batches": opts.batches, "image_size": "640x480 JPEG", "input_size": "224x224",
+                                  # One process measures the limit and the pipeline: the same allocator for both.
+                                  "allocator": host_allocator.describe()})
     work = Path(opts.work_dir) if opts.work_dir else Path(tempfile.mkdtemp(prefix="groundbench-perf-"))
     own_work = opts.work_dir is None
     try:

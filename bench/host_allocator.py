@@ -14,8 +14,9 @@ It is a process-wide setting, made once by the ``groundbench`` command before an
 allocated, and exported through the environment variables glibc reads at start-up
 (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``) so that child processes (the memory
 probe of ``groundbench perf``, DataLoader workers started by spawn) run under the same
-conditions. Settings the user gave in the environment are left as they are. Elsewhere than
-glibc on Linux nothing is changed.
+conditions. Settings the user gave in the environment are left as they are, and
+``GROUNDBENCH_ALLOCATOR=system`` keeps glibc's defaults (to measure what the setting is worth).
+Elsewhere than glibc on Linux nothing is changed.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def configure(threshold: int = THRESHOLD) -> str:
     future children, unless the environment already sets either (or glibc's tunables); return
     :func:`describe`'s text."""
     user = any(v in os.environ for v in ENV_VARS) or "malloc" in os.environ.get("GLIBC_TUNABLES", "")
+    user = user or os.environ.get("GROUNDBENCH_ALLOCATOR") == "system"
     libc = _glibc()
     if libc is None or user:
         return describe()
@@ -64,7 +66,8 @@ def describe() -> str:
     if mmap_t is None and trim_t is None:
         if "malloc" in os.environ.get("GLIBC_TUNABLES", ""):
             return f"glibc malloc: GLIBC_TUNABLES={os.environ['GLIBC_TUNABLES']} (from the environment)"
-        return "glibc malloc: defaults (dynamic mmap threshold 128 KiB..32 MiB, trim threshold twice it)"
+        why = ", GROUNDBENCH_ALLOCATOR=system" if os.environ.get("GROUNDBENCH_ALLOCATOR") == "system" else ""
+        return f"glibc malloc: defaults (dynamic mmap threshold 128 KiB..32 MiB, trim threshold twice it{why})"
     source = "set by groundbench" if os.environ.get("GROUNDBENCH_ALLOCATOR") == "configured" else "from the environment"
     fmt = lambda v: "default" if v is None else _size(int(v))  # noqa: E731
     return f"glibc malloc: mmap threshold {fmt(mmap_t)}, trim threshold {fmt(trim_t)} ({source})"

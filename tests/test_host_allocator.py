@@ -39,3 +39,9 @@ def test_a_users_own_setting_is_left_as_it_is():
     described, exported = _probe(GLIBC_TUNABLES="glibc.malloc.trim_threshold=0")
     assert described == "glibc malloc: GLIBC_TUNABLES=glibc.malloc.trim_threshold=0 (from the environment)"
     assert exported == "None None"
+
+
+def test_system_keeps_glibcs_defaults():
+    described, exported = _probe(GROUNDBENCH_ALLOCATOR="system")
+    assert described.startswith("glibc malloc: defaults (") and described.endswith("GROUNDBENCH_ALLOCATOR=system)")
+    assert exported == "None None"

@@ -13,7 +13,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 # Lowest first. A module may import its own layer and the ones below it.
 LAYERS = (
-    ("foundation", ("bench", "bench.registry", "bench.results", "bench.provenance", "bench.sharding", "bench.maps_io")),
+    ("foundation", ("bench", "bench.registry", "bench.results", "bench.provenance", "bench.sharding", "bench.maps_io", "bench.host_allocator")),
     ("data", ("bench.data",)),
     ("models", ("bench.models",)),
     ("methods", ("bench.methods",)),

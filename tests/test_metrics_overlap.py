@@ -211,3 +211,103 @@ def test_registered_overlap_scores():
         METRICS.get("instance_recall").score(m, truth)
     out = METRICS.get("instance_recall").score(m, TruthBatch(masks=g, instances=inst))
     assert out.shape == (2,)
+
+
+def _map_zoo(b: int, h: int, w: int, seed: int) -> list[torch.Tensor]:
+    """Maps that stress the histogram path: ties, plateaus, zeros of both signs, signed values,
+    a constant map, values spanning many octaves, NaN and Inf rows, tiny and huge magnitudes."""
+    g = torch.Generator().manual_seed(seed)
+    grid = torch.randn(b, 1, 5, 5, generator=g).relu()
+    cam = torch.nn.functional.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+    nonfinite = torch.rand(b, h, w, generator=g)
+    nonfinite[0, 0, 0], nonfinite[1, 1, 1] = math.nan, math.inf
+    zeros = torch.rand(b, h, w, generator=g)
+    zeros[:, : h // 2] = -0.0
+    zeros[:, h // 2, :3] = 0.0
+    return [
+        torch.rand(b, h, w, generator=g),
+        torch.randn(b, h, w, generator=g),
+        torch.randint(-3, 4, (b, h, w), generator=g).float(),  # seven values, large tie groups
+        torch.randint(0, 3, (b, h, w), generator=g).float() * 0.25,
+        cam.contiguous(),
+        torch.full((b, h, w), 0.5),
+        torch.zeros(b, h, w),
+        -torch.rand(b, h, w, generator=g),
+        nonfinite,
+        zeros,
+        torch.rand(b, h, w, generator=g) * 1e-38,  # subnormal and near it
+        torch.randn(b, h, w, generator=g) * 1e30,
+        torch.exp(torch.randn(b, h, w, generator=g) * 20),  # dozens of octaves
+        torch.rand(b, h, w, generator=g).mul(8).floor().add(1),  # eight positive values
+    ]
+
+
+def _mask_zoo(b: int, h: int, w: int, seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed + 1)
+    scattered = torch.rand(b, h, w, generator=g) > 0.7
+    scattered[0] = False  # empty mask
+    scattered[1] = True  # the whole image
+    box = torch.zeros(b, h, w, dtype=torch.bool)
+    box[:, h // 4 : h // 2, w // 3 :] = True
+    return [scattered, box]
+
+
+@pytest.mark.parametrize("size", [(2, 3), (9, 8), (33, 31), (120, 160)])
+def test_best_iou_equals_the_sort_based_definition(size, monkeypatch):
+    """The CPU's branch and bound over a histogram (best_iou) against the definition, one full
+    sort per map (best_iou_by_sort): the same float32 values, NaN where both are NaN. The
+    small maps get 64 or 128 bins (many pixels per bin), 120x160 the full 4,096."""
+    from bench.metrics.overlap import best_iou_by_sort
+    from bench.metrics.ranking import RankedMaps, histogram_bins, use_histogram
+
+    h, w = size
+    assert (histogram_bins(h * w) == 4096) == (h * w > 10000)
+    sorted_pixels = []
+    refine = RankedMaps._refine
+
+    def counting_refine(self, flags, **kwargs):
+        out = refine(self, flags, **kwargs)
+        sorted_pixels.append(len(out.idx))
+        return out
+
+    monkeypatch.setattr(RankedMaps, "_refine", counting_refine)
+    for maps in _map_zoo(5, h, w, seed=h):
+        assert use_histogram(maps.flatten(1))
+        for masks in _mask_zoo(5, h, w, seed=h):
+            fast, slow = best_iou(maps, masks), best_iou_by_sort(maps, masks)
+            assert fast.dtype == slow.dtype == torch.float32
+            assert torch.equal(fast.isnan(), slow.isnan())
+            assert torch.equal(fast.nan_to_num(-1.0), slow.nan_to_num(-1.0)), (maps[0, 0, :4], fast, slow)
+    # The bound left some bins to sort (the test reaches the refinement, not only the counts).
+    assert max(sorted_pixels, default=0) > 1
+    # float64 maps and other devices keep the sort (one path, so trivially equal)
+    m64 = torch.rand(2, 9, 8, dtype=torch.float64)
+    g = torch.rand(2, 9, 8) > 0.5
+    assert torch.equal(best_iou(m64, g), best_iou_by_sort(m64, g))
+
+
+def test_rank_metrics_equal_their_bisection_path(monkeypatch):
+    """Rank accuracy, top-k intersection, coverage and the top-q IoU through the histogram
+    against the same metrics with the histogram switched off (the 32-pass bisection)."""
+    import bench.metrics.overlap as overlap
+    import bench.metrics.ranking as ranking
+
+    metrics = {
+        "rank": rank_accuracy,
+        "coverage": coverage,
+        "top_k": lambda m, g: top_k_intersection(m, g, min(7, m[0].numel())),
+        "top_q": lambda m, g: iou_curve(m, g, [0.0, 0.1, 0.5, 1.0], mode="top_fraction"),
+    }
+    # Each size's maps in one batch (rows are independent; a batch with a signed row splits its
+    # bins between signs, which must not change any row's numbers either).
+    cases = []
+    for h, w in ((2, 3), (9, 8), (33, 31)):
+        maps = torch.cat(_map_zoo(5, h, w, seed=w))
+        cases += [(maps, masks.repeat(len(maps) // 5, 1, 1)) for masks in _mask_zoo(5, h, w, seed=w)]
+    fast = {name: [fn(m, g) for m, g in cases] for name, fn in metrics.items()}
+    monkeypatch.setattr(ranking, "use_histogram", lambda values: False)
+    monkeypatch.setattr(overlap, "use_histogram", lambda values: False)
+    for name, fn in metrics.items():
+        for (m, g), got in zip(cases, fast[name]):
+            want = fn(m, g)
+            assert torch.equal(got.nan_to_num(-1.0), want.nan_to_num(-1.0)), (name, got, want)

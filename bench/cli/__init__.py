@@ -39,6 +39,9 @@ def _on_sigterm(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench import host_allocator
+
+    host_allocator.configure()  # before the first large tensor: freed batch buffers are reused
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

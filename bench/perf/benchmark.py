@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import torch
 
+from bench import host_allocator
 from bench.perf.coco_folder import targets_per_image, write_image_folder
 from bench.perf.limit import measure_limit, measure_method
 from bench.perf.memory import harbor_memory_config, peak_rss_mb
@@ -107,7 +108,11 @@ def run_benchmark(opts: PerfOptions, log: Callable[[str], None] = print) -> Perf
     rise_masks = opts.rise_masks or (1000 if device.type == "cuda" else 16)
     report = PerfReport(device=_device_name(device), environment=environment(device),
                         settings={"workers": workers, "autocast": opts.autocast, "rise_masks": rise_masks,
-                                  "steady_batches": opts.batches, "image_size": "640x480 JPEG", "input_size": "224x224"})
+                                  "steady_batches": opts.batches, "image_size": "640x480 JPEG", "input_size": "224x224",
+                                  # One process measures the limit and the pipeline: the same allocator for both.
+                                  "allocator": host_allocator.describe(),
+                                  # Timings taken on a busy machine are not comparable: say how busy it was.
+                                  "load_average": _load_average()})
     work = Path(opts.work_dir) if opts.work_dir else Path(tempfile.mkdtemp(prefix="groundbench-perf-"))
     own_work = opts.work_dir is None
     try:
@@ -191,6 +196,13 @@ def cpu_name() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def _load_average() -> str:
+    if not hasattr(os, "getloadavg"):
+        return "unknown"
+    one, five, _ = os.getloadavg()
+    return f"{one:.2f} (1 min), {five:.2f} (5 min) at start, {os.cpu_count()} CPUs"
 
 
 def _device_name(device: torch.device) -> str:

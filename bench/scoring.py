@@ -54,6 +54,7 @@ from bench.metrics import METRICS, MetricInfo
 from bench.metrics.base import MODEL, MapStats, ModelAccess, TruthBatch
 from bench.models.class_maps import max_logit
 from bench.registry import UnknownNameError
+from bench.data.strata import target_strata
 
 
 class StageClock(Protocol):
@@ -147,7 +148,8 @@ class ModelRun:
     columns. ``seed``: the run's seed (per-item seeds derive from it). ``autocast``: ``"none"`` or
     ``"bf16"``. ``clock``: stage timer. ``maps_dir``: where to save every scored map (None:
     nowhere). ``chunk``: the largest batch of extra forward passes a metric that requires the
-    model runs at once."""
+    model runs at once. ``strata``: per-target fields each row also records
+    (:mod:`bench.data.strata`, e.g. ``object_area``)."""
 
     spec: str
     module: torch.nn.Module | None
@@ -160,6 +162,7 @@ class ModelRun:
     clock: StageClock = NO_CLOCK
     maps_dir: Path | None = None
     chunk: int = 64
+    strata: tuple[str, ...] = ()
     requires: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -447,14 +450,17 @@ def score_rows(
     host: list,
     outputs: Sequence[int | None],
     failures: dict[tuple[int, int], str],
+    strata: Sequence[str] = (),
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Score rows (method-major, jobs in batch order) and the skip records of failed (method,
     job) pairs (``failures``: (method, job) -> the reason), from the host copy of the score
-    table (``host[method][job][column]``)."""
+    table (``host[method][job][column]``). ``strata``: per-target fields (:mod:`bench.data.strata`)
+    each row records after its id columns."""
     rows: list[dict[str, Any]] = []
     skips: list[dict[str, Any]] = []
-    # Per target, not per method: the flag reads whole masks on the host.
+    # Per target, not per method: the flag and the strata read whole masks on the host.
     difficult = [pointing_difficult(j.target, batch[j.item].targets) for j in jobs]
+    extra = [target_strata(j.target, strata) for j in jobs]
     for mi, label in enumerate(labels):
         for n, j in enumerate(jobs):
             p = batch[j.item]
@@ -462,7 +468,7 @@ def score_rows(
                 skips.append(results.skip_record(spec, p.index, p.image_id, j.target.label, failures[(mi, n)], method=label))
                 continue
             values = host[mi][n]
-            scores = {col.label: values[ci + 1] for ci, col in enumerate(columns)}
+            scores = {**extra[n], **{col.label: values[ci + 1] for ci, col in enumerate(columns)}}
             rows.append(results.score_row(spec, label, p.index, p.image_id, j.target.label, outputs[n], difficult[n], bool(values[0]), scores))
     return rows, skips
 
@@ -512,5 +518,5 @@ def score_batch(run: ModelRun, batch: Sequence[Prepared]) -> BatchResult:
     with clock.stage("to_host"):
         host, outputs = to_host(values, targets)
     with clock.stage("rows"):
-        rows, failed = score_rows(run.spec, batch, jobs, [label for label, _ in run.methods], run.columns, host, outputs, failures)
+        rows, failed = score_rows(run.spec, batch, jobs, [label for label, _ in run.methods], run.columns, host, outputs, failures, run.strata)
     return BatchResult({results.SCORE_ROWS.name: rows, results.SKIP_ROWS.name: skips + failed})

@@ -389,6 +389,7 @@ def run_figures(
     from pathlib import Path
 
     from bench.report import examples as ex_mod
+    from bench.report.breakdown import only_classes
     from bench.report.leaderboard import load_results
 
     run_dir = Path(run_dir)
@@ -441,6 +442,6 @@ def run_figures(
         "leakage_vs_reliance",
         "Context metrics measured from the maps against each model's reliance on context measured by "
         "intervention (repainting the context). A trustworthy leakage score rises with true reliance.",
-        lambda: leakage_vs_reliance(lb, by_class),
+        lambda: leakage_vs_reliance(lb, only_classes(by_class)),
     )
     return figs, notes

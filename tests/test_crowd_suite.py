@@ -106,7 +106,7 @@ def test_bins_are_closed_below():
     s = pd.Series([0.0, 0.0299, 0.03, 0.1, 0.29999, 0.3, 1.0, math.nan])
     bins, labels = stratum_bins("object_area", s)
     assert bins.tolist()[:7] == [labels[0], labels[0], labels[1], labels[2], labels[2], labels[3], labels[3]]
-    assert bins.tolist()[7] is None
+    assert pd.isna(bins.tolist()[7])
     counts, _ = stratum_bins("instance_count", pd.Series([0, 1, 4, 5, 17]))
     assert counts.tolist() == ["0 instances", "1 instance", "4 instances", "5+ instances", "5+ instances"]
 

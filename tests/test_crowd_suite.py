@@ -117,8 +117,8 @@ def test_rerun_is_byte_identical_and_shards_merge_into_the_single_run(crowd_sing
     again = tmp_path / "again"
     run_config(cfg, out_dir=again, progress=False)
     assert (again / results.SCORES).read_bytes() == (single / results.SCORES).read_bytes()
-    for k in range(3):
-        run_config(cfg, out_dir=tmp_path / "sharded" / shard_dir_name((k, 3)), shard=(k, 3), progress=False)
+    for k in range(2):
+        run_config(cfg, out_dir=tmp_path / "sharded" / shard_dir_name((k, 2)), shard=(k, 2), progress=False)
     merged = tmp_path / "merged"
     merge_shards([tmp_path / "sharded"], merged)
     assert _lines(merged / results.SCORES) == _lines(single / results.SCORES)

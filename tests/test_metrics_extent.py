@@ -90,7 +90,7 @@ def test_batched_rows_are_independent_and_scale_free():
     masks = torch.rand(5, 7, 9, generator=gen) > 0.6
     r, p = extent(maps, masks)
     for i in range(5):
-        ri, pi = extent(maps[i : i + 1] * 3.0, masks[i : i + 1])
+        ri, pi = extent(maps[i : i + 1] * 4.0, masks[i : i + 1])
         assert torch.equal(ri, r[i : i + 1]) and torch.equal(pi, p[i : i + 1])
 
 

@@ -127,7 +127,8 @@ def test_grid_pointing_of_a_tile_map_is_one_and_of_a_uniform_map_one_quarter():
     assert score(torch.full_like(on_tile, 0.5), truth).tolist() == [0.25] * len(samples)
     # Any other constant: 1/4 up to float32 rounding of the sums.
     assert score(torch.full_like(on_tile, 3.7), truth).tolist() == pytest.approx([0.25] * len(samples), abs=1e-7)
-    # It is mass accuracy on the tile, not a second implementation.
+    # It is mass accuracy on the tile, not a second implementation: a registered alias.
+    assert METRICS.get("grid_pointing").alias_of == "energy_pointing_game"
     gen = torch.Generator().manual_seed(0)
     maps = torch.randn(on_tile.shape, generator=gen)
     assert torch.equal(score(maps, truth), METRICS.get("mass_accuracy").score(maps, truth))

@@ -46,7 +46,9 @@ REPO = Path(__file__).resolve().parents[1]
 REFERENCES = REPO / "results" / "reference"
 # What a run writes that the reference leaves out: the one-file report embeds every figure
 # (megabytes), and the overlays are redrawn from the data by `groundbench report`.
-NOT_COMMITTED = ("report.html", "figures/overlays.png", "maps")
+# The results marker and the writer's lock (bench/results.py) belong to a run's own folder, not
+# to a committed copy of it.
+NOT_COMMITTED = ("report.html", "figures/overlays.png", "maps", ".groundbench-results", ".groundbench-lock")
 
 
 def shipped_configs() -> dict[str, Path | None]:

@@ -10,6 +10,7 @@
     output_dir = "results"
     save_maps = false            # also write every map at original resolution (.npy)
     autocast = "none"            # "bf16": model passes in bfloat16 autocast (faster on GPUs)
+    strata = []                  # per-target row fields for the breakdown: "object_area", "instance_count"
 
     [dataset]                    # name picks a registered loader; other keys are its parameters
     name = "harbor"
@@ -107,6 +108,7 @@ class RunConfig:
     autocast: str = "none"  # mixed precision for the model passes: "none" or "bf16"
     sanity: SanityConfig | None = None  # the [sanity] section; None: no sanity checks
     reliance: RelianceConfig | None = None  # the [reliance] section; None: no reliance rows
+    strata: list[str] = field(default_factory=list)  # row fields for the breakdown (bench.data.strata)
     source: str = "<dict>"
     # What loading changed and the user should be told (e.g. layout keys --root dropped); not
     # part of the resolved config.
@@ -124,6 +126,7 @@ class RunConfig:
             "save_maps": self.save_maps,
             # Only when set, so that configs without it resolve (and hash) as they always did.
             **({"autocast": self.autocast} if self.autocast != "none" else {}),
+            **({"strata": list(self.strata)} if self.strata else {}),
             "dataset": self.dataset.to_dict(),
             "models": [m.to_dict("spec") for m in self.models],
             "methods": [m.to_dict() for m in self.methods],
@@ -143,6 +146,7 @@ _SCALARS: dict[str, type | tuple[type, ...]] = {
     "output_dir": str,
     "save_maps": bool,
     "autocast": str,
+    "strata": list,
 }
 AUTOCAST = ("none", "bf16")
 SEED_MAX = 2**63 - 1
@@ -205,6 +209,13 @@ def parse_config(data: dict[str, Any], source: str = "<dict>", default_name: str
     if problem is not None:
         where = "'name'" if "name" in scalars else f"the run name (from the file name; set 'name' in the config): {name!r}"
         raise _fail(source, f"{where} {problem}")
+    if "strata" in scalars:
+        from bench.data.strata import check_strata
+
+        try:
+            check_strata(scalars["strata"])
+        except ValueError as exc:
+            raise _fail(source, f"'strata': {exc}") from exc
 
     if "dataset" not in data:
         raise _fail(source, "missing [dataset] table")

@@ -31,6 +31,7 @@ target) of a model is reported in :attr:`RunSummary.failed_methods` (the CLI exi
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import sys
@@ -327,9 +328,10 @@ def _run_locked(cfg, out: results.ResultsDir, dataset, methods, columns, indices
             if drops and bundle.spec not in done.dropped:
                 writer.commit_drops(bundle.spec, [results.skip_record(bundle.spec, None, str(d.image_id), None, d.reason) for d in drops])
                 summary.skipped += len(drops)
+            source, bundle = _bind_dataset(dataset, bundle, device, prov, out)
             run = ModelRun.for_model(
                 bundle, methods, columns, device, seed=cfg.seed, autocast=cfg.autocast, clock=clock,
-                maps_dir=out / results.MAPS if cfg.save_maps else None,
+                maps_dir=out / results.MAPS if cfg.save_maps else None, strata=tuple(cfg.strata),
             )
             checks = None
             if cfg.sanity is not None:
@@ -349,7 +351,7 @@ def _run_locked(cfg, out: results.ResultsDir, dataset, methods, columns, indices
             if cfg.sanity is not None or cfg.reliance is not None:
                 results.write_json(models_file, models_info)
             todo = [i for i in indices if i not in done.of(bundle.spec)]
-            loader = sample_loader(dataset, bundle.preprocess, todo, cfg, device)
+            loader = sample_loader(source, bundle.preprocess, todo, cfg, device)
             n_rows, n_skipped = _run_model(run, loader, len(todo), writer, scorer, progress, on_batch, tally)
             if checks is not None and not checks.weights_unchanged(run):
                 raise RunError(f"{bundle.spec}: its trained weights changed during the sanity checks (a bug: they work on a copy); the rows written are kept")
@@ -361,6 +363,21 @@ def _run_locked(cfg, out: results.ResultsDir, dataset, methods, columns, indices
     summary.failed_methods = tally.failed_methods()
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _bind_dataset(dataset: Any, bundle: Any, device: torch.device, prov: dict[str, Any], out: results.ResultsDir) -> tuple[Any, Any]:
+    """The one hook for datasets that exist only in a model's input space (grid mosaics,
+    :mod:`bench.data.mosaic`): a dataset with ``for_model(bundle, device)`` is rebuilt per
+    model; the bound dataset's ``preprocess`` replaces the model's (its samples already are
+    model inputs) and its ``provenance`` (what it was built from) is recorded at once under
+    ``model_datasets``. Any other dataset passes through unchanged."""
+    bind = getattr(dataset, "for_model", None)
+    if not callable(bind):
+        return dataset, bundle
+    bound = bind(bundle, device)
+    prov.setdefault("model_datasets", {})[bundle.spec] = bound.provenance
+    results.write_json(out / results.PROVENANCE, prov)
+    return bound, dataclasses.replace(bundle, preprocess=bound.preprocess)
 
 
 def _keep_session_times(out: results.ResultsDir, prov: dict[str, Any]) -> None:

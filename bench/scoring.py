@@ -55,6 +55,7 @@ from bench.metrics.base import MODEL, MapStats, ModelAccess, TruthBatch
 from bench.models.class_maps import max_logit
 from bench.models.input_space import InputSpace
 from bench.registry import UnknownNameError
+from bench.data.strata import target_strata
 
 
 class StageClock(Protocol):
@@ -150,7 +151,8 @@ class ModelRun:
     nowhere). ``chunk``: the largest batch of extra forward passes a metric that requires the
     model runs at once. ``input_space``: the model's :class:`~bench.models.input_space.InputSpace`
     (maps and masks taken into its input; None: no model). ``features``: objects whose ``rows(run, state)`` add rows of other
-    streams from a batch's maps (:class:`BatchFeature`; the sanity checks); none by default."""
+    streams from a batch's maps (:class:`BatchFeature`; the sanity checks); none by default. ``strata``: per-target fields each row also records
+    (:mod:`bench.data.strata`, e.g. ``object_area``)."""
 
     spec: str
     module: torch.nn.Module | None
@@ -164,6 +166,7 @@ class ModelRun:
     maps_dir: Path | None = None
     chunk: int = 64
     input_space: InputSpace | None = None
+    strata: tuple[str, ...] = ()
     features: list["BatchFeature"] = field(default_factory=list)
     requires: frozenset[str] = field(init=False)
 
@@ -478,14 +481,17 @@ def score_rows(
     host: list,
     outputs: Sequence[int | None],
     failures: dict[tuple[int, int], str],
+    strata: Sequence[str] = (),
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Score rows (method-major, jobs in batch order) and the skip records of failed (method,
     job) pairs (``failures``: (method, job) -> the reason), from the host copy of the score
-    table (``host[method][job][column]``)."""
+    table (``host[method][job][column]``). ``strata``: per-target fields (:mod:`bench.data.strata`)
+    each row records after its id columns."""
     rows: list[dict[str, Any]] = []
     skips: list[dict[str, Any]] = []
-    # Per target, not per method: the flag reads whole masks on the host.
+    # Per target, not per method: the flag and the strata read whole masks on the host.
     difficult = [pointing_difficult(j.target, batch[j.item].targets) for j in jobs]
+    extra = [target_strata(j.target, strata) for j in jobs]
     for mi, label in enumerate(labels):
         for n, j in enumerate(jobs):
             p = batch[j.item]
@@ -493,7 +499,7 @@ def score_rows(
                 skips.append(results.skip_record(spec, p.index, p.image_id, j.target.label, failures[(mi, n)], method=label))
                 continue
             values = host[mi][n]
-            scores = {col.label: values[ci + 1] for ci, col in enumerate(columns)}
+            scores = {**extra[n], **{col.label: values[ci + 1] for ci, col in enumerate(columns)}}
             rows.append(results.score_row(spec, label, p.index, p.image_id, j.target.label, outputs[n], difficult[n], bool(values[0]), scores))
     return rows, skips
 
@@ -549,7 +555,7 @@ def score_batch(run: ModelRun, batch: Sequence[Prepared]) -> BatchResult:
     with clock.stage("to_host"):
         host, outputs = to_host(values, targets)
     with clock.stage("rows"):
-        rows, failed = score_rows(run.spec, batch, jobs, [label for label, _ in run.methods], run.columns, host, outputs, failures)
+        rows, failed = score_rows(run.spec, batch, jobs, [label for label, _ in run.methods], run.columns, host, outputs, failures, run.strata)
     out = {results.SCORE_ROWS.name: rows, results.SKIP_ROWS.name: skips + failed}
     if run.features:
         state = BatchMaps(batch, jobs, inputs, targets, groups, kept, values, failures)

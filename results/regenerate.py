@@ -46,7 +46,9 @@ REPO = Path(__file__).resolve().parents[1]
 REFERENCES = REPO / "results" / "reference"
 # What a run writes that the reference leaves out: the one-file report embeds every figure
 # (megabytes), and the overlays are redrawn from the data by `groundbench report`.
-NOT_COMMITTED = ("report.html", "figures/overlays.png", "maps")
+# The results marker and the writer's lock (bench/results.py) belong to a run's own folder, not
+# to a committed copy of it.
+NOT_COMMITTED = ("report.html", "figures/overlays.png", "maps", ".groundbench-results", ".groundbench-lock")
 
 
 def shipped_configs() -> dict[str, Path | None]:
@@ -145,14 +147,14 @@ def compare(old: Path, new: Path, ignore: tuple[str, ...] = ()) -> list[str]:
 
 def rerender_tables(folder: Path) -> None:
     """Every table file of a results directory, re-rendered from its rows alone."""
-    from bench.report.breakdown import class_cells, run_seed
+    from bench.report.breakdown import breakdown_cells, run_seed
     from bench.report.leaderboard import build, load_results
     from bench.report.write import write_table_files
 
     seed = run_seed(folder)
     lb = build(folder, seed=seed)
     rows, columns = load_results(folder)
-    write_table_files(lb, folder, class_cells(rows, columns, confidence=lb.confidence, seed=seed))
+    write_table_files(lb, folder, breakdown_cells(rows, columns, confidence=lb.confidence, seed=seed))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ import pytest
 
 from bench import results
 from bench.report import render
-from bench.report.breakdown import class_cells, run_seed
+from bench.report.breakdown import breakdown_cells, run_seed
 from bench.report.leaderboard import build, load_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def test_committed_tables_rerender_from_the_committed_rows(folder):
     seed = run_seed(folder)
     lb = build(folder, seed=seed)
     rows, columns = load_results(folder)
-    by_class = class_cells(rows, columns, confidence=lb.confidence, seed=seed)
+    by_class = breakdown_cells(rows, columns, confidence=lb.confidence, seed=seed)
     for name, render_table in TABLES.items():
         committed = (folder / name).read_text(encoding="utf-8")
         assert render_table(lb, by_class) == committed, (

@@ -6,6 +6,6 @@ own registrants.
 """
 
 from bench.data.sample import TOP1, Sample, Target
-from bench.data import coco, gaze, panoptic, synthetic, voc  # noqa: E402,F401  (registrants)
+from bench.data import coco, crowd, gaze, mosaic, panoptic, synthetic, voc  # noqa: E402,F401  (registrants)
 
 __all__ = ["TOP1", "Sample", "Target"]

@@ -198,6 +198,39 @@ def _colours(rng: np.random.Generator) -> list[np.ndarray]:
     ]
 
 
+def paint_object(patch: np.ndarray, label: str, rng: np.random.Generator) -> np.ndarray:
+    """Draw an object of class ``label`` filling the box ``patch`` (an oh x ow x 3 view into the
+    image, painted in place), mirrored left-right with probability 1/2, in colours drawn from
+    ``rng``. Returns the object's exact mask on the box (bool oh x ow). Shared by the harbor and
+    crowd scenes; the draws from ``rng`` (mirror, then colours) are part of both generators'
+    outputs, so their order must not change."""
+    oh, ow = patch.shape[:2]
+    v, u = np.mgrid[0:oh, 0:ow].astype(np.float32)
+    u = (u + 0.5) / ow
+    v = (v + 0.5) / oh
+    if rng.random() < 0.5:
+        u = 1 - u
+    colours = _colours(rng)
+    mask = np.zeros((oh, ow), bool)
+    for part, slot in object_layers(label, u, v):
+        patch[part] = colours[slot]
+        mask |= part
+    return mask
+
+
+def paint_background(rng: np.random.Generator, ground: str, size: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """A textured sky above a random horizon and ``ground`` below: (image H x W x 3, sky mask,
+    horizon row). The draws from ``rng`` are part of the harbor scenes' outputs."""
+    h = w = size
+    horizon = int(rng.integers(int(0.36 * h), int(0.6 * h) + 1))
+    img = np.empty((h, w, 3), np.float32)
+    img[:horizon] = texture("sky", rng, horizon, w)
+    img[horizon:] = texture(ground, rng, h - horizon, w)
+    sky = np.zeros((h, w), bool)
+    sky[:horizon] = True
+    return img, sky, horizon
+
+
 # -- scenes ----------------------------------------------------------------------------------
 
 
@@ -252,12 +285,7 @@ def draw_spec(rng: np.random.Generator, split: str, index: int, rho: float | Non
 
 def render_scene(spec: SceneSpec, rng: np.random.Generator, size: int) -> Scene:
     h = w = size
-    horizon = int(rng.integers(int(0.36 * h), int(0.6 * h) + 1))
-    img = np.empty((h, w, 3), np.float32)
-    img[:horizon] = texture("sky", rng, horizon, w)
-    img[horizon:] = texture(spec.ground, rng, h - horizon, w)
-    sky = np.zeros((h, w), bool)
-    sky[:horizon] = True
+    img, sky, horizon = paint_background(rng, spec.ground, size)
     obj = np.zeros((h, w), bool)
     if spec.label is not None:
         lo, hi = (0, horizon) if spec.context == "sky" else (horizon, h)
@@ -268,16 +296,7 @@ def render_scene(spec: SceneSpec, rng: np.random.Generator, size: int) -> Scene:
             ow, oh = int(room / ASPECT[spec.label]), room
         top = int(rng.integers(lo + 1, hi - oh)) if hi - oh > lo + 1 else lo + 1
         left = int(rng.integers(1, w - ow))
-        v, u = np.mgrid[0:oh, 0:ow].astype(np.float32)
-        u = (u + 0.5) / ow
-        v = (v + 0.5) / oh
-        if rng.random() < 0.5:
-            u = 1 - u
-        colours = _colours(rng)
-        patch = img[top : top + oh, left : left + ow]
-        for part, slot in object_layers(spec.label, u, v):
-            patch[part] = colours[slot]
-            obj[top : top + oh, left : left + ow] |= part
+        obj[top : top + oh, left : left + ow] = paint_object(img[top : top + oh, left : left + ow], spec.label, rng)
     regions = {"sky": sky & ~obj, spec.ground: ~sky & ~obj}
     return Scene(img, obj, regions, spec)
 

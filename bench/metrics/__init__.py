@@ -18,6 +18,8 @@ from bench.metrics.overlap import (
     top_k_intersection,
 )
 from bench.metrics.pointing import energy_pointing_game, mass_accuracy, pointing_game
+from bench.metrics import grid  # noqa: E402,F401  (registers grid_pointing)
+from bench.metrics.extent import extent
 
 __all__ = [
     "METRICS",
@@ -35,6 +37,7 @@ __all__ = [
     "best_iou",
     "coverage",
     "instance_recall",
+    "extent",
     "leakage",
     "deletion",
     "insertion",

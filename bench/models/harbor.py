@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,6 +31,7 @@ from bench.data.synthetic import (
     scene_batch,
 )
 from bench.models.base import MODEL_ADAPTERS, ClassMap, ModelBundle
+from bench.models.training import cache_root, fit, load_cached, save_cached
 
 NEUTRAL_TEXTURES = ("grass", "sand")
 VARIANTS = {"contextual": 0.95, "object_only": None}
@@ -88,36 +87,15 @@ class TrainConfig:
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("GROUNDBENCH_CACHE", Path.home() / ".cache" / "groundbench"))
-
-
 def train(cfg: TrainConfig, progress: bool = True) -> HarborNet:
     """Train from scratch, deterministically (fixed seed, single-process data, fixed order)."""
     torch.manual_seed(cfg.seed)
     images, labels = scene_batch(cfg.seed, "train", range(cfg.n_train), cfg.rho, cfg.size)
     model = HarborNet(width=cfg.width).to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    steps = cfg.epochs * (cfg.n_train // cfg.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    model.train()
-    from tqdm import tqdm
-
-    bar = tqdm(total=steps, desc=f"training harbor:{cfg.variant}", disable=not progress, leave=False)
-    for _ in range(cfg.epochs):
-        order = torch.randperm(cfg.n_train, generator=gen)
-        for start in range(0, cfg.n_train - cfg.batch_size + 1, cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
-            x = images[idx].contiguous(memory_format=torch.channels_last)
-            loss = nn.functional.cross_entropy(model(x), labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            bar.update(1)
-    bar.close()
-    return model.eval()
+    return fit(
+        model, images, labels, seed=cfg.seed, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+        desc=f"training harbor:{cfg.variant}", progress=progress,
+    )
 
 
 @torch.no_grad()
@@ -170,12 +148,10 @@ def context_reliance(model: nn.Module, n: int, seed: int, size: int) -> dict[str
 def build(cfg: TrainConfig, progress: bool = True) -> tuple[HarborNet, dict]:
     """Train (or load from the cache) and measure the model's facts."""
     path = cache_root() / "harbor" / f"{cfg.variant}-{cfg.key()}"
-    weights, facts_file = path.with_suffix(".pt"), path.with_suffix(".json")
     model = HarborNet(width=cfg.width)
-    if weights.exists() and facts_file.exists():
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        model = model.to(memory_format=torch.channels_last).eval()
-        return model, json.loads(facts_file.read_text())
+    facts = load_cached(path, model)
+    if facts is not None:
+        return model.to(memory_format=torch.channels_last).eval(), facts
     model = train(cfg, progress=progress)
     eval_seed = cfg.seed + 1  # held-out scenes, never seen in training
     facts = {
@@ -186,14 +162,7 @@ def build(cfg: TrainConfig, progress: bool = True) -> tuple[HarborNet, dict]:
         "accuracy_balanced_test": accuracy(model, "test", cfg.n_eval, None, eval_seed, cfg.size),
         **context_reliance(model, cfg.n_eval, eval_seed, cfg.size),
     }
-    weights.parent.mkdir(parents=True, exist_ok=True)
-    # Written to temporary names and renamed, so an interrupted write never leaves a cache
-    # entry that looks complete.
-    tmp_w, tmp_f = weights.with_suffix(".pt.tmp"), facts_file.with_suffix(".json.tmp")
-    torch.save(model.state_dict(), tmp_w)
-    tmp_f.write_text(json.dumps(facts, indent=2, sort_keys=True))
-    os.replace(tmp_w, weights)
-    os.replace(tmp_f, facts_file)
+    save_cached(path, model, facts)
     return model, facts
 
 

@@ -424,6 +424,7 @@ def run_figures(
     from pathlib import Path
 
     from bench.report import examples as ex_mod
+    from bench.report.breakdown import only_classes
     from bench.report.leaderboard import load_results
 
     run_dir = Path(run_dir)
@@ -489,7 +490,7 @@ def run_figures(
         "leakage_vs_reliance",
         "Context metrics measured from the maps against each model's reliance on context measured by "
         "intervention (repainting the context). A trustworthy leakage score rises with true reliance.",
-        lambda: leakage_vs_reliance(lb, by_class),
+        lambda: leakage_vs_reliance(lb, only_classes(by_class)),
     )
     if any(v.get("sanity") for v in lb.metrics.values()):
         from bench.report.sanity import build as sanity_table

@@ -40,6 +40,7 @@ SUBSET_TITLES = {
     "difficult": "Difficult subset (class area below 1/4 of the image, another class present)",
 }
 TIE = "†"
+BREAKDOWN_TITLES = {"object_area": "object area", "instance_count": "instance count"}
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class Table:
 
 def comparison_keys(cells: pd.DataFrame) -> list[str]:
     """The columns that define one comparison between methods (one ranking)."""
-    return [c for c in ("run", "model", "subset", "class", "metric") if c in cells.columns]
+    return [c for c in ("run", "model", "subset", "breakdown", "class", "metric") if c in cells.columns]
 
 
 def mark(cells: pd.DataFrame) -> pd.DataFrame:
@@ -136,11 +137,26 @@ def leaderboard_tables(lb: Leaderboard, by_class: pd.DataFrame | None = None) ->
         )
     if by_class is not None and not by_class.empty:
         bc = mark(by_class)
-        for model in dict.fromkeys(bc["model"]):
-            sub = bc[bc.model == model].sort_values("class", kind="stable")
-            out.append(
-                make_table(sub, ["class", "method"], metrics, anchor=f"class-{_slug(model)}", title=f"Per class: {model}", per_class=True)
-            )
+        if "breakdown" not in bc.columns:
+            bc = bc.assign(breakdown="class")
+        for kind in dict.fromkeys(bc["breakdown"]):
+            part = bc[bc.breakdown == kind]
+            for model in dict.fromkeys(part["model"]):
+                sub = part[part.model == model]
+                if kind == "class":
+                    sub = sub.sort_values("class", kind="stable")
+                    out.append(
+                        make_table(sub, ["class", "method"], metrics, anchor=f"class-{_slug(model)}", title=f"Per class: {model}", per_class=True)
+                    )
+                    continue
+                # Strata keep their bins' natural order (area < 3% before area 3-10%).
+                key = BREAKDOWN_TITLES.get(kind, kind)
+                out.append(
+                    make_table(
+                        sub.rename(columns={"class": key}), [key, "method"], metrics,
+                        anchor=f"{_slug(kind)}-{_slug(model)}", title=f"Per {key}: {model}", per_class=True,
+                    )
+                )
     return out
 
 
@@ -331,10 +347,15 @@ def cells_frame(lb: Leaderboard, by_class: pd.DataFrame | None = None) -> pd.Dat
         ("mean" if c else lb.metrics.get(m, {}).get("aggregate", "mean")) for m, c in zip(frame["metric"], frame["class"])
     ]
     frame["rank"] = frame["rank"].astype("Int64")
+    cols = list(CSV_COLUMNS)
     if "sanity" in frame.columns:  # a run with sanity checks: each method's verdict
         frame["sanity"] = frame["sanity"].fillna("")
-        return frame[[*CSV_COLUMNS[:2], "sanity", *CSV_COLUMNS[2:]]]
-    return frame[CSV_COLUMNS]
+        cols = [*cols[:2], "sanity", *cols[2:]]
+    if "breakdown" in frame.columns:
+        # Runs with strata: say which grouping a breakdown cell's ``class`` is ("" overall).
+        frame["breakdown"] = frame["breakdown"].fillna("")
+        cols.append("breakdown")
+    return frame[cols]
 
 
 def render_csv(lb: Leaderboard, by_class: pd.DataFrame | None = None) -> str:

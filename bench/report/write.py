@@ -4,7 +4,8 @@
 
 - ``leaderboard.txt`` (terminal), ``.md`` (Markdown), ``.csv`` (one line per cell, full
   precision), ``.tex`` (LaTeX booktabs), ``.html`` (self-contained page): the main tables per
-  subset and the per-class breakdown per model;
+  subset and the per-class breakdown per model (and per object area and instance count, for
+  runs that record them);
 - ``figures/*.png``: overlays, bar charts with CIs, curves, leakage against reliance, whichever
   apply (:func:`bench.report.figures.run_figures`);
 - ``report.html``: the one-file report of this run (:mod:`bench.report.html`).
@@ -92,14 +93,14 @@ def write_tables(lb: Leaderboard, out: Path, *, figures: bool = True, allow_code
     ``out`` (see the module doc). Returns the files written. ``figures=False`` skips the
     figures (a few seconds: the overlays load the models) and writes a report without them.
     ``allow_code``: the overlays may rebuild models whose spec runs Python code."""
-    from bench.report.breakdown import class_cells, run_seed
+    from bench.report.breakdown import breakdown_cells, run_seed
     from bench.report.figures import run_figures
     from bench.report.html import RunReport, render_report
     from bench.report.leaderboard import load_results
 
     out = Path(out)
     rows, columns = load_results(out)  # read once, for the breakdown and the overlays
-    by_class = class_cells(rows, columns, confidence=lb.confidence, seed=run_seed(out))
+    by_class = breakdown_cells(rows, columns, confidence=lb.confidence, seed=run_seed(out))
     written = write_table_files(lb, out, by_class)
     figs, notes = run_figures(lb, out, by_class, rows, allow_code=allow_code) if figures else ([], [])
     for note in notes:

@@ -18,8 +18,9 @@ that cannot go on :class:`bench.engine.RunError`, each naming the file or settin
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 ConfigLike = str | Path | Mapping[str, Any]
@@ -112,6 +113,129 @@ def leaderboard(results_dir: str | Path, *, subset: str | None = "all", confiden
         cells = cells[cells["subset"] == subset]
     keep = [c for c in ("subset", "model", "method", "metric", "estimate", "low", "high", "n", "n_undefined", "rank") if c in cells.columns]
     return cells[keep].reset_index(drop=True)
+
+
+def _components(metrics: Sequence[Any]):
+    from bench.config import Component
+
+    out = []
+    for m in metrics:
+        if isinstance(m, Component):
+            out.append(m)
+        elif isinstance(m, str):
+            out.append(Component(m, {}))
+        elif isinstance(m, Mapping):
+            params = {k: v for k, v in m.items() if k not in ("name", "label")}
+            out.append(Component(str(m["name"]), params, m.get("label")))
+        else:
+            raise TypeError(f"a metric is a name, a dict with 'name' (and parameters), or a Component; got {m!r}")
+    return out
+
+
+def _dataset(dataset: Any):
+    if isinstance(dataset, Mapping):
+        from bench.data.registry import load_dataset
+
+        params = {k: v for k, v in dataset.items() if k != "name"}
+        return load_dataset(str(dataset["name"]), **params)
+    return dataset
+
+
+def _sample_indices(ds: Any, images: list[Any]) -> list[int]:
+    """Sample indices of ``images`` (an index, or an image id looked up in the dataset)."""
+    wanted = {i for i in images if not isinstance(i, (int, np.integer))}
+    found: dict[str, int] = {}
+    if wanted:
+        lookup = getattr(ds, "image_id", None)
+        for index in range(len(ds)):
+            image_id = str(lookup(index)) if callable(lookup) else str(ds[index].image_id)
+            if image_id in wanted:
+                found[image_id] = index
+                if len(found) == len(wanted):
+                    break
+        missing = sorted(map(str, wanted - set(found)))
+        if missing:
+            raise ValueError(f"image id(s) not in the dataset: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+    return [int(i) if isinstance(i, (int, np.integer)) else found[str(i)] for i in images]
+
+
+def score_maps(
+    maps: Any,
+    dataset: Any,
+    targets: Sequence[tuple[Any, str]],
+    metrics: Sequence[Any],
+    *,
+    device: str = "cpu",
+    batch_size: int = 64,
+) -> pd.DataFrame:
+    """Score maps held in memory, without writing files, through the scoring core a run uses
+    (:func:`bench.scoring.score_maps`: each map resized bilinearly to its image's size, every
+    metric on ``device``).
+
+    ``maps``: N maps, a tensor or array N x H x W (or N x 1 x H x W), or a sequence of N H x W
+    maps (any resolution each). ``dataset``: a dataset (``bench.data.registry.load_dataset``)
+    or a dict like a config's ``[dataset]`` table. ``targets``: per map its (image, class):
+    the image as a sample index or an image id, the class as the dataset's label. ``metrics``:
+    names, dicts like a config's ``[[metrics]]`` (``{"name": "pointing_game", "tolerance":
+    6.0}``) or :class:`~bench.config.Component` s.
+
+    Returns one row per map, in order: ``sample``, ``image_id``, ``target``, ``map_invalid``
+    (NaN or Inf in the map), a column per metric (NaN: undefined), and ``skipped``: why a map
+    was not scored (its target has no ground truth), else None."""
+    import torch
+
+    from bench.batching import Job, PreparedSamples, target_problem
+    from bench.engine import resolve_device
+    from bench.metrics.base import MODEL
+    from bench.scoring import metric_columns
+    from bench.scoring import score_maps as core_score_maps
+
+    columns = metric_columns(_components(metrics))
+    needs_model = [c.label for c in columns if MODEL in c.info.requires]
+    if needs_model:
+        raise ValueError(f"metric column(s) {', '.join(needs_model)} need the model; score maps in a run instead")
+    if isinstance(maps, (torch.Tensor, np.ndarray)):
+        arr = torch.as_tensor(maps)
+        if arr.ndim == 4 and arr.shape[1] == 1:
+            arr = arr[:, 0]
+        if arr.ndim != 3:
+            raise ValueError(f"maps: expected N x H x W or N x 1 x H x W, got shape {tuple(arr.shape)}")
+        per_map = list(arr.float())
+    else:
+        per_map = [torch.as_tensor(np.asarray(m), dtype=torch.float32).squeeze(0) if np.ndim(m) == 3 else torch.as_tensor(np.asarray(m), dtype=torch.float32) for m in maps]
+    if len(per_map) != len(targets):
+        raise ValueError(f"{len(per_map)} maps but {len(targets)} (image, target) pairs")
+    ds = _dataset(dataset)
+    dev = resolve_device(device)
+    indices = _sample_indices(ds, [image for image, _ in targets])
+    out_rows: list[dict[str, Any]] = []
+    for start in range(0, len(per_map), batch_size):
+        chunk = range(start, min(start + batch_size, len(per_map)))
+        unique = list(dict.fromkeys(indices[n] for n in chunk))
+        prepared = PreparedSamples(ds, lambda image: torch.empty(0), unique, skip_errors=False)
+        batch = [prepared[k] for k in range(len(unique))]
+        position = {index: k for k, index in enumerate(unique)}
+        jobs, members, rows = [], [], []
+        for n in chunk:
+            p = batch[position[indices[n]]]
+            label = str(targets[n][1])
+            target = next((t for t in p.targets if t.label == label), None)
+            if target is None:
+                have = ", ".join(sorted({t.label for t in p.targets})) or "none"
+                raise ValueError(f"map {n}: image {p.image_id!r} has no target {label!r} (its targets: {have})")
+            row = {"sample": p.index, "image_id": p.image_id, "target": label, "map_invalid": None, **{c.label: float("nan") for c in columns}, "skipped": target_problem(target, p)}
+            rows.append(row)
+            if row["skipped"] is None:
+                jobs.append(Job(position[indices[n]], target))
+                members.append(len(rows) - 1)
+        if jobs:
+            values = core_score_maps([per_map[chunk[r]] for r in members], batch, jobs, columns, device=dev).cpu()
+            for k, r in enumerate(members):
+                rows[r]["map_invalid"] = bool(values[k, 0] > 0)
+                for ci, c in enumerate(columns):
+                    rows[r][c.label] = float(values[k, ci + 1])
+        out_rows += rows
+    return pd.DataFrame(out_rows, columns=["sample", "image_id", "target", "map_invalid", *[c.label for c in columns], "skipped"])
 
 
 def list_methods() -> pd.DataFrame:

@@ -8,7 +8,7 @@ above its own (docs/design.md, "Layers"; tests/test_layers.py checks it).
 __version__ = "0.1.0"
 
 # The notebook API (bench.api), importable from the package without loading torch up front.
-API = ("run", "leaderboard", "rows", "list_methods", "list_metrics")
+API = ("run", "leaderboard", "rows", "score_maps", "list_methods", "list_metrics")
 
 
 def __getattr__(name: str):

@@ -88,3 +88,25 @@ def test_package_exports_the_api():
         assert getattr(bench, name) is getattr(api, name)
     with pytest.raises(AttributeError):
         bench.no_such_thing  # noqa: B018
+
+
+def test_readme_api_example_runs(tmp_path, monkeypatch, capsys):
+    """The README's Python API example, executed as written (results under a temporary cwd)."""
+    pytest.importorskip("captum.attr")
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- api-example -->\s*```python\n(.*?)```", text, re.S)
+    assert block, "the README has no API example"
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(block.group(1), "README.md (api-example)", "exec"), namespace)
+    printed = capsys.readouterr().out
+    assert (tmp_path / "results" / "notebook" / "scores.jsonl").exists()
+    assert "pointing_game" in printed and "leakage" in printed
+    rows = namespace["rows"]
+    assert len(rows) == len(namespace["maps"]) > 0
+    assert rows["skipped"].isna().all() and rows["pointing_game"].notna().all()
+    # Captum's LayerGradCam with its ReLU is Grad-CAM: the same pointing game as the run's rows.
+    ran = bench.rows(tmp_path / "results" / "notebook")
+    ours = ran[ran.method == "gradcam"].set_index(["image_id", "target"])["pointing_game"].sort_index()
+    theirs = rows.set_index(["image_id", "target"])["pointing_game"].sort_index()
+    pd.testing.assert_series_equal(ours, theirs, check_names=False)

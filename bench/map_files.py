@@ -126,11 +126,14 @@ def _as_float(value: Any, path: Path) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().float().numpy()
     arr = np.asarray(value)
-    if arr.size == 0:
-        raise MapFileError(f"{path}: empty array")
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise MapFileError(f"{path}: not numeric (dtype {arr.dtype})")
+    if np.issubdtype(arr.dtype, np.complexfloating) or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise MapFileError(f"{path}: expected a numeric H x W map, got shape {arr.shape} dtype {arr.dtype}")
     return arr.astype(np.float32, copy=False)
+
+
+def _empty(arr: np.ndarray, path: Path) -> None:
+    if arr.size == 0:
+        raise MapFileError(f"{path}: the map is empty ({' x '.join(map(str, arr.shape))})")
 
 
 def read_file(path: Path) -> np.ndarray:
@@ -141,9 +144,12 @@ def read_file(path: Path) -> np.ndarray:
         return _png(path)
     if suffix == ".npy":
         try:
-            return _as_float(np.load(path, allow_pickle=False), path)
-        except (OSError, ValueError) as exc:
+            arr = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
             raise MapFileError(f"{path}: not a readable .npy array ({exc})") from exc
+        if not isinstance(arr, np.ndarray):
+            raise MapFileError(f"{path}: not a single .npy array (an .npz archive named .npy?)")
+        return _as_float(arr, path)
     if suffix == ".npz":
         try:
             with np.load(path, allow_pickle=False) as z:
@@ -168,7 +174,8 @@ def as_single(arr: np.ndarray, path: Path) -> np.ndarray:
         arr = arr[..., 0]
     if arr.ndim != 2:
         hint = "; a file of several maps needs an index (see `groundbench score --help`)" if arr.ndim in (3, 4) else ""
-        raise MapFileError(f"{path}: expected one map (H x W or 1 x H x W), got shape {arr.shape}{hint}")
+        raise MapFileError(f"{path}: expected a numeric H x W map, got shape {arr.shape} (1 x H x W and H x W x 1 are read too{hint})")
+    _empty(arr, path)
     return arr
 
 
@@ -178,6 +185,7 @@ def as_batch(arr: np.ndarray, path: Path) -> np.ndarray:
         arr = arr[:, 0]
     if arr.ndim != 3:
         raise MapFileError(f"{path}: expected a batch of maps (N x H x W or N x 1 x H x W), got shape {arr.shape}")
+    _empty(arr, path)
     return arr
 
 
@@ -338,8 +346,8 @@ class MapReader:
                     arr = np.load(entry.path, mmap_mode="r", allow_pickle=False)
                 except (OSError, ValueError) as exc:
                     raise MapFileError(f"{entry.path}: not a readable .npy array ({exc})") from exc
-                if not np.issubdtype(arr.dtype, np.number):
-                    raise MapFileError(f"{entry.path}: not numeric (dtype {arr.dtype})")
+                if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+                    raise MapFileError(f"{entry.path}: expected numeric maps, got dtype {arr.dtype}")
             else:
                 arr = read_file(entry.path)
             self._batch, self._path = as_batch(arr, entry.path), entry.path

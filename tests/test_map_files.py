@@ -110,7 +110,7 @@ def test_every_file_that_gives_no_map_is_reported(tmp_path):
 def test_shape_and_row_errors_name_the_file(tmp_path):
     np.save(tmp_path / "img1__boat.npy", RNG.random((2, 4, 4)))
     entries, _ = scan_folder(tmp_path)
-    with pytest.raises(MapFileError, match=r"img1__boat.npy: expected one map .* needs an index"):
+    with pytest.raises(MapFileError, match=r"img1__boat.npy: expected a numeric H x W map, got shape .* needs an index"):
         MapReader().read(entries[("img1", "boat")])
     np.save(tmp_path / "b.npy", RNG.random((2, 4, 4)))
     with pytest.raises(MapFileError, match="row 5, the file has 2 maps"):

@@ -50,6 +50,7 @@ from bench.batching import Prepared, PreparedSamples, collate_prepared
 from bench.config import Component
 from bench.map_files import MAP_SUFFIXES, MapEntry, MapFileError, MapReader, Unused, as_single, read_file, scan_folder
 from bench.map_files import decode_name as decode_name
+from bench.maps_io import safe_name
 from bench.scoring import MetricColumn, ModelRun, ScoringError, expand_jobs, resize_to, score_rows, to_host
 from bench.scoring import metric_columns as core_columns
 from bench.scoring import score_maps as core_score_maps
@@ -153,7 +154,8 @@ def score_batch(batch: list[Prepared], map_sets: list[MapSet], columns: list[Met
             image_id, label = batch[job.item].image_id, job.target.label
             entry = s.entries.get((image_id, label))
             if entry is None:
-                failures[(0, n)] = f"no map file: no map of ({image_id}, {label}) in {s.folder}"
+                expected = f"{safe_name(image_id)}__{safe_name(label)}"
+                failures[(0, n)] = f"no map file: {expected}.npy (or .npz, .pt, .png, or a batch row) in {s.folder}"
                 continue
             try:
                 arr = s.reader.read(entry)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import platform
 import subprocess
 import sys
@@ -32,13 +33,49 @@ PACKAGES = (
 )
 
 
+# Distributions whose import name is not their name with "-" -> "_".
+IMPORT_NAMES = {"groundbench": "bench", "pillow": "PIL", "grad-cam": "pytorch_grad_cam"}
+
+
+def import_name(distribution: str) -> str:
+    return IMPORT_NAMES.get(distribution, distribution.replace("-", "_"))
+
+
+def importable(module: str) -> str | None:
+    """None when ``module`` imports here, else why not (``ImportError: ...``). Not only
+    ImportError: a wheel built for another torch fails with RuntimeError or OSError."""
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 def package_versions() -> dict[str, str]:
+    """Versions of the packages that are installed *and import*: an installed package that
+    fails to import (timm or torchvision built for another torch) ran none of the run's code."""
     out = {}
     for name in PACKAGES:
         try:
-            out[name] = version(name)
+            v = version(name)
         except PackageNotFoundError:
             continue
+        if importable(import_name(name)) is None:
+            out[name] = v
+    return out
+
+
+def unimportable_packages() -> dict[str, str]:
+    """Installed packages that do not import here, with the version and the reason."""
+    out = {}
+    for name in PACKAGES:
+        try:
+            v = version(name)
+        except PackageNotFoundError:
+            continue
+        why = importable(import_name(name))
+        if why is not None:
+            out[name] = f"{v} ({why.splitlines()[0][:200]})"
     return out
 
 
@@ -103,6 +140,8 @@ def collect(config: dict[str, Any], device: torch.device, manifest: dict | None)
             **device_description(device),
             "platform": platform.platform(),
             "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            # Installed but not importable, so not among identity["packages"].
+            "packages_not_importable": unimportable_packages(),
         },
         "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -7,11 +7,14 @@ Layout of ``MAPS_DIR`` (what ``groundbench run --save-maps`` writes under ``<run
     MAPS_DIR/<model>/<method>/<image_id>__<target>.npy
 
 one float array per (image, target): H x W at the image's original resolution (a map at another
-resolution is resized bilinearly, as the engine resizes a method's maps; a leading axis of
-length 1 is dropped). ``<model>``, ``<method>``, ``<image_id>`` and ``<target>`` are written with
-:func:`bench.maps_io.safe_name` (characters outside ``A-Za-z0-9._=,[]+-`` become ``_<hex>_``);
-the folder names are decoded back into the rows' ``model`` and ``method`` (safe_name keeps
-``_``, so a name that itself reads ``_3a_`` decodes to ``:``; such names are ambiguous).
+resolution is resized bilinearly, as the engine resizes a method's maps). Maps made by other
+tools may come in every form :mod:`bench.map_files` reads, in any mix within a method folder:
+``.npy``, ``.npz``, ``.pt`` (``weights_only``), 8/16-bit grayscale ``.png``; one map per file
+(H x W or 1 x H x W) or batch files of N maps with an index. ``<model>``, ``<method>``,
+``<image_id>`` and ``<target>`` are written with :func:`bench.maps_io.safe_name` (characters
+outside ``A-Za-z0-9._=,[]+-`` become ``_<hex>_``); the folder names are decoded back into the
+rows' ``model`` and ``method`` (safe_name keeps ``_``, so a name that itself reads ``_3a_``
+decodes to ``:``; such names are ambiguous).
 
 Scoring goes through the scoring core the run uses (:mod:`bench.scoring`): the same jobs and
 skip rules, :func:`bench.scoring.score_maps` on the maps read from disk, the same row layout,
@@ -22,15 +25,17 @@ float32 score can differ in its last bit between CPU and GPU kernels); ``groundb
 also takes the run's batch size from its config, so that even the batches are the run's.
 
 Bad maps follow the run's policy, skip and record, and scoring goes on: a target without a map
-file, a map file that cannot be read (not ``.npy``, not numeric, not 2-D, empty) and a map
-file that matches no (image, target) of the dataset each become a record in ``skipped.jsonl``
-naming the file and the reason. Images the dataset loader left out are recorded once per model,
-as a run records them.
+(``no map file``), a map that cannot be read (``map not readable``: not a readable file, not
+numeric, not one map, empty), a map of an (image, target) the dataset does not have
+(``unmatched map file``) and a file of the folder that gives no map (``map file not used``:
+another format, a batch without index, an index without its batch, a second map of one pair)
+each become a record in ``skipped.jsonl`` naming the file and the reason; the last two are
+counted in :attr:`ScoreSummary.unused` and printed. Images the dataset loader left out are
+recorded once per model, as a run records them.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,13 +48,14 @@ from torch.utils.data import DataLoader
 from bench import provenance, results
 from bench.batching import Prepared, PreparedSamples, collate_prepared
 from bench.config import Component
+from bench.map_files import MAP_SUFFIXES, MapEntry, MapFileError, MapReader, Unused, as_single, read_file, scan_folder
+from bench.map_files import decode_name as decode_name
 from bench.maps_io import safe_name
 from bench.scoring import MetricColumn, ModelRun, ScoringError, expand_jobs, resize_to, score_rows, to_host
 from bench.scoring import metric_columns as core_columns
 from bench.scoring import score_maps as core_score_maps
 
 MAPS_SUBDIR = results.MAPS
-_ENCODED = re.compile(r"_([0-9a-f]{1,6})_")
 
 
 class ScoreError(ValueError):
@@ -58,11 +64,20 @@ class ScoreError(ValueError):
 
 @dataclass
 class MapSet:
-    """The maps of one (model, method): a folder of ``<image_id>__<target>.npy`` files."""
+    """The maps of one (model, method): a folder of map files (:mod:`bench.map_files`), its
+    maps by (image_id, target) and the files that give none."""
 
     model: str
     method: str
     folder: Path
+    entries: dict[tuple[str, str], MapEntry] = field(default_factory=dict, repr=False)
+    unused: list[Unused] = field(default_factory=list, repr=False)
+    reader: MapReader = field(default_factory=MapReader, repr=False)
+
+    @classmethod
+    def scan(cls, model: str, method: str, folder: Path) -> "MapSet":
+        entries, unused = scan_folder(folder)
+        return cls(model, method, folder, entries, unused)
 
 
 @dataclass
@@ -72,22 +87,14 @@ class ScoreSummary:
     skipped: int = 0
     seconds: float = 0.0
     map_sets: list[MapSet] = field(default_factory=list)
-
-
-def decode_name(text: str) -> str:
-    """Invert :func:`safe_name` where it is unambiguous: ``_<hex>_`` becomes its character
-    only where safe_name would have encoded that character."""
-
-    def one(m: re.Match) -> str:
-        ch = chr(int(m.group(1), 16))
-        return ch if safe_name(ch) != ch else m.group(0)
-
-    return _ENCODED.sub(one, text)
+    # Files (or batch rows) that gave no scored map: matching no (image, target), or not maps.
+    unused: int = 0
 
 
 def find_map_sets(maps_dir: Path) -> list[MapSet]:
-    """Every ``<model>/<method>/`` folder holding ``.npy`` files, sorted by folder name. A run
-    directory (one with a ``maps/`` folder) may be given instead of its ``maps/``."""
+    """Every ``<model>/<method>/`` folder holding map files (``.npy``, ``.npz``, ``.pt``,
+    ``.pth``, ``.png``), sorted by folder name, each scanned (:func:`bench.map_files.scan_folder`).
+    A run directory (one with a ``maps/`` folder) may be given instead of its ``maps/``."""
     maps_dir = Path(maps_dir)
     if not maps_dir.is_dir():
         raise ScoreError(f"{maps_dir}: not a directory")
@@ -96,29 +103,25 @@ def find_map_sets(maps_dir: Path) -> list[MapSet]:
     sets = []
     for model_dir in sorted(p for p in maps_dir.iterdir() if p.is_dir()):
         for method_dir in sorted(p for p in model_dir.iterdir() if p.is_dir()):
-            if any(method_dir.glob("*.npy")):
-                sets.append(MapSet(decode_name(model_dir.name), decode_name(method_dir.name), method_dir))
+            if any(p.suffix.lower() in MAP_SUFFIXES for p in method_dir.iterdir() if p.is_file()):
+                sets.append(MapSet.scan(decode_name(model_dir.name), decode_name(method_dir.name), method_dir))
     if not sets:
-        raise ScoreError(f"{maps_dir}: no <model>/<method>/*.npy maps found (see `groundbench score --help` for the layout)")
+        raise ScoreError(
+            f"{maps_dir}: no <model>/<method>/*.npy maps found (nor {', '.join(MAP_SUFFIXES[1:])}; "
+            "see `groundbench score --help` for the layout)"
+        )
     return sets
 
 
 def load_map(path: Path, size: tuple[int, int] | None = None) -> torch.Tensor:
-    """One saved map as float32 HxW; with ``size``, resized bilinearly to it when it differs
-    (as :func:`bench.scoring.score_maps` resizes every map). Raises :class:`ScoreError` for a
-    file that is not a numeric, non-empty H x W array."""
+    """One saved map as float32 HxW (any format :mod:`bench.map_files` reads; 1 x H x W and
+    H x W x 1 too); with ``size``, resized bilinearly to it when it differs (as
+    :func:`bench.scoring.score_maps` resizes every map). Raises :class:`ScoreError` for a file
+    that is not one numeric, non-empty map."""
     try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise ScoreError(f"{path}: not a readable .npy array ({exc})") from exc
-    if not isinstance(arr, np.ndarray):
-        raise ScoreError(f"{path}: not a single .npy array (an .npz archive?)")
-    if arr.ndim == 3 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
-        raise ScoreError(f"{path}: expected a numeric H x W map, got shape {arr.shape} dtype {arr.dtype}")
-    if arr.size == 0:
-        raise ScoreError(f"{path}: the map is empty ({arr.shape[0]} x {arr.shape[1]})")
+        arr = as_single(read_file(path), Path(path))
+    except MapFileError as exc:
+        raise ScoreError(str(exc)) from exc
     t = torch.from_numpy(np.ascontiguousarray(arr)).float()
     return t if size is None else resize_to(t, size)
 
@@ -135,10 +138,6 @@ def metric_columns(metrics: list[Component]) -> list[MetricColumn]:
     return cols
 
 
-def map_file(map_set: MapSet, image_id: str, target: str) -> Path:
-    return map_set.folder / f"{safe_name(image_id)}__{safe_name(target)}.npy"
-
-
 def score_batch(batch: list[Prepared], map_sets: list[MapSet], columns: list[MetricColumn], device: torch.device) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Rows and skips of one batch of samples for the map sets of one model, in the run's
     order: the batch's sample and target skips once, then per map set its rows and the targets
@@ -149,18 +148,21 @@ def score_batch(batch: list[Prepared], map_sets: list[MapSet], columns: list[Met
         return [], skips
     rows: list[dict[str, Any]] = []
     for s in map_sets:
-        paths = [map_file(s, batch[j.item].image_id, j.target.label) for j in jobs]
         failures: dict[tuple[int, int], str] = {}
         present, maps = [], []
-        for n, path in enumerate(paths):
-            if not path.exists():
-                failures[(0, n)] = f"no map file: {path.name}"
+        for n, job in enumerate(jobs):
+            image_id, label = batch[job.item].image_id, job.target.label
+            entry = s.entries.get((image_id, label))
+            if entry is None:
+                expected = f"{safe_name(image_id)}__{safe_name(label)}"
+                failures[(0, n)] = f"no map file: {expected}.npy (or .npz, .pt, .png, or a batch row) in {s.folder}"
                 continue
             try:
-                maps.append(load_map(path))
-            except ScoreError as exc:
+                arr = s.reader.read(entry)
+            except MapFileError as exc:
                 failures[(0, n)] = f"map not readable: {exc}"
                 continue
+            maps.append(torch.from_numpy(np.ascontiguousarray(arr)))
             present.append(n)
         values = torch.full((1, len(jobs), len(columns) + 1), float("nan"), device=device)
         if present:
@@ -241,43 +243,41 @@ def _score_into(rd, sets, ds, dataset, metrics, columns, dev, name, seed, maps_d
             if drops:
                 writer.commit_drops(model, drops)
                 summary.skipped += len(drops)
-            claimed: set[str] = set()
+            claimed: set[tuple[str, str]] = set()
+            failed_images: set[str] = set()
             loader = DataLoader(prepared, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_prepared)
             for batch in loader:
                 rows, skips = score_batch(batch, model_sets, columns, dev)
-                claimed.update(_claimed_names(batch))
+                for p in batch:
+                    # A sample's targets account for their maps; a sample that did not load
+                    # (its targets unknown) for every map of its image.
+                    if p.error is not None:
+                        failed_images.add(p.image_id)
+                    claimed.update((p.image_id, t.label) for t in p.targets)
                 writer.commit(model, [p.index for p in batch], [p.digest for p in batch], {results.SCORE_ROWS.name: rows, results.SKIP_ROWS.name: skips})
                 summary.rows_written += len(rows)
                 summary.skipped += len(skips)
-            strays = [r for s in model_sets for r in _unmatched(s, claimed)]
+            strays = [r for s in model_sets for r in _unused(s, claimed, failed_images)]
             if strays:
                 writer.commit_drops(model, strays)
                 summary.skipped += len(strays)
+                summary.unused += len(strays)
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
-def _claimed_names(batch: list[Prepared]) -> set[str]:
-    """Map file names the batch's samples account for: ``<image>__<target>.npy`` of each
-    target, and for a sample that did not load (its targets unknown) its image prefix."""
-    names = set()
-    for p in batch:
-        if p.error is not None:
-            names.add(f"{safe_name(p.image_id)}__")
-            continue
-        names.update(f"{safe_name(p.image_id)}__{safe_name(t.label)}.npy" for t in p.targets)
-    return names
-
-
-def _unmatched(s: MapSet, claimed: set[str]) -> list[dict[str, Any]]:
-    """Skip records for the map files of ``s`` that no (image, target) of the dataset names
-    (``sample`` null: they belong to no sample)."""
-    prefixes = tuple(c for c in claimed if c.endswith("__"))
+def _unused(s: MapSet, claimed: set[tuple[str, str]], failed_images: set[str]) -> list[dict[str, Any]]:
+    """Skip records for what ``s``'s folder holds that gave no map to score: maps of an (image,
+    target) the dataset does not have, and files that are not maps (``sample`` null: they
+    belong to no sample)."""
     out = []
-    for path in sorted(s.folder.glob("*.npy")):
-        if path.name in claimed or path.name.startswith(prefixes or ("\0",)):
+    for key, entry in sorted(s.entries.items(), key=lambda kv: (str(kv[1].path), kv[1].row or 0)):
+        if key in claimed or key[0] in failed_images:
             continue
-        image, _, target = path.stem.partition("__")
-        reason = f"unmatched map file: {path} matches no (image, target) of the dataset"
-        out.append(results.skip_record(s.model, None, decode_name(image), decode_name(target) or None, reason, method=s.method))
+        where = f"{entry.path}" + (f" row {entry.row}" if entry.row is not None else "")
+        reason = f"unmatched map file: {where} matches no (image, target) of the dataset"
+        out.append(results.skip_record(s.model, None, key[0], key[1], reason, method=s.method))
+    for u in s.unused:
+        reason = f"map file not used: {u.path}: {u.reason}"
+        out.append(results.skip_record(s.model, None, u.image_id, u.target, reason, method=s.method))
     return out

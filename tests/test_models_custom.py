@@ -281,9 +281,14 @@ def test_real_torchvision_model_if_installed():
     assert bundle.class_map.name == "none"  # random weights: not an ImageNet classifier
 
 
-def test_torchvision_glue_with_a_stand_in_package(monkeypatch):
+def test_torchvision_glue_with_a_stand_in_package(monkeypatch, tmp_path):
     # A stand-in with the torchvision.models calls we use; checks our glue, not torchvision.
     import enum
+
+    # The weights are "cached" where torch.hub looks, so nothing is downloaded or probed.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "hub" / "checkpoints" / "resnet_fake-v1.pth").write_bytes(b"")
 
     class Tf:
         crop_size = [160]
@@ -296,6 +301,10 @@ def test_torchvision_glue_with_a_stand_in_package(monkeypatch):
 
         def transforms(self):
             return Tf()
+
+        @property
+        def url(self):
+            return "https://download.pytorch.org/models/resnet_fake-v1.pth"
 
     calls = []
 

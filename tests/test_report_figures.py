@@ -165,14 +165,86 @@ def test_overlay_grid_draws_one_panel_per_pair(run_dir):
     chosen = examples.collect(run_dir, df, list(columns), k=2)
     pairs = list(dict.fromkeys(zip(df["model"], df["method"])))
     chosen[0].maps[pairs[1]] = np.full_like(chosen[0].maps[pairs[1]], np.nan)
-    fig = figures.overlay_grid(chosen, pairs, {c: {} for c in columns})
-    assert len(fig.axes) == 2 * (1 + len(pairs))
+    made = figures.overlay_figures(chosen, pairs, {c: {} for c in columns})
+    models = list(dict.fromkeys(m for m, _ in pairs))
+    assert [(name, model) for name, model, _ in made] == [("overlays", models[0]), ("overlays_2", models[1])]
+    fig = made[0][2]
+    methods = [me for mo, me in pairs if mo == models[0]]
+    # rows: the image with its ground truth, then one per method; columns: the scenes
+    assert len(fig.axes) == 2 * (1 + len(methods))
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert "invalid map (NaN/Inf)" in texts
-    assert fig.axes[1].get_title() == f"{pairs[0][1]}\n{pairs[0][0]}"
+    grid = fig.axes[0].get_gridspec()
+    assert (grid.nrows, grid.ncols) == (1 + len(methods), 2)
+    assert fig.axes[0].get_title() == f"{chosen[0].image_id}\n{chosen[0].target.label}"
+    assert [fig.axes[2 * r].get_ylabel() for r in range(1, 1 + len(methods))] == methods
+    assert all(fig.axes[2 * r + 1].get_xlabel() for r in range(1, 1 + len(methods)))  # scores under each panel
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert legend[0] == "object mask" and any("context region" in t for t in legend)
+    assert legend[0] == "object mask" and any("context" in t for t in legend)
     _png_size(figures.png_bytes(fig, dpi=50))
+
+
+def _fake_examples(n_examples: int, pairs, size: int = 96) -> list:
+    from bench.data.sample import Target
+    import torch
+
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n_examples):
+        mask = torch.zeros(size, size, dtype=torch.bool)
+        mask[20:50, 30:60] = True
+        ex = examples.Example(i, f"scene{i}", torch.rand(3, size, size, generator=torch.Generator().manual_seed(i)), Target(label="boat", mask=mask))
+        for key in pairs:
+            ex.maps[key] = rng.random((size, size)).astype(np.float32)
+            ex.scores[key] = {"pointing_game": 1.0, "leakage": 0.25}
+            ex.source[key] = "saved"
+        out.append(ex)
+    return out
+
+
+PAGE_CONTENT_PX = 1280 - 2 * 16 - 2  # the report's body padding and the image border at 1280 px
+
+
+def test_overlays_of_sixteen_methods_read_at_page_width():
+    """The issue's case: 16 methods x 2 models x 4 scenes was one 33-panel strip. Now every
+    panel of every figure, shown at the page width of a 1280-pixel window, is >= 150 px wide."""
+    methods = [f"method{k}[param={k}]" for k in range(16)]
+    pairs = [(model, me) for model in ("harbor:contextual", "harbor:object_only") for me in methods]
+    made = figures.overlay_figures(_fake_examples(4, pairs), pairs, {"pointing_game": {}, "leakage": {}})
+    assert len(made) == 2
+    for _, _, fig in made:
+        w, _ = _png_size(figures.png_bytes(fig, dpi=110))
+        shown = min(w, PAGE_CONTENT_PX)
+        boxes = figures.panel_boxes(fig)
+        assert len(boxes) == 4 * 17
+        assert min(b[2] for b in boxes) * shown >= 150
+    # Many scenes: split into figures of at most OVERLAY_COLUMNS scenes, of even size.
+    many = figures.overlay_figures(_fake_examples(7, pairs[:2]), pairs[:2], {"pointing_game": {}})
+    assert [fig.axes[0].get_gridspec().ncols for _, _, fig in many] == [4, 3]
+
+
+def test_leakage_vs_reliance_gives_every_method_its_own_colour_and_marker_and_a_legend_outside():
+    metrics = {"leakage": {"name": "leakage", "higher_is_better": False, "aggregate": "mean", "requires": ["masks", "context"], "params": {}}}
+    methods = tuple(f"method{k}" for k in range(16))
+    lb = _synthetic_lb(metrics, methods=methods)
+    lb.facts = {"m1": {"reliance": 0.5, "reliance_boat": 0.6}, "m2": {"reliance": 0.02, "reliance_boat": 0.01}}
+    fig = figures.leakage_vs_reliance(lb, lb.cells.assign(**{"class": "boat"}))
+    figures.png_bytes(fig, dpi=60)  # lays the figure out
+    from matplotlib.colors import to_hex
+
+    styles = [(to_hex(h.get_color()), h.get_marker()) for h in fig.legends[0].legend_handles]
+    assert len(styles) == 16 and len(set(styles)) == 16
+    assert len({c for c, _ in styles}) == 16  # distinct colours, not only distinct pairs
+    renderer = fig.canvas.get_renderer()
+    axes_boxes = [ax.get_window_extent(renderer) for ax in fig.axes if ax.get_visible() and ax.lines]
+    legends = [fig.legends[0]] + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert len(legends) == 2
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        assert not any(box.overlaps(a) for a in axes_boxes), "a legend covers an axes"
+    # Each method's points carry its own style in the per-model panel too.
+    drawn = {(to_hex(line.get_color()), line.get_marker()) for line in fig.axes[0].lines if line.get_marker() not in (None, "None", "")}
+    assert set(styles) <= drawn
 
 
 def test_run_figures_reports_what_it_could_not_draw(run_dir, tmp_path):

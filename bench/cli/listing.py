@@ -25,7 +25,36 @@ def list_methods(args: argparse.Namespace) -> int:
         flags = ",".join(f for f, on in (("grad", cls.needs_grad), ("stochastic", cls.stochastic)) if on) or "-"
         rows.append((name, cls.family, flags, _params(dict(cls.defaults)), getattr(cls, "description", "")))
     _print_table(("method", "family", "needs", "parameters (defaults)", "description"), rows)
+    print()
+    print("adapter families (PREFIX:NAME, any class of that library):")
+    _print_table(("family", "package", "here", "description"), adapter_families())
     return 0
+
+
+def adapter_families() -> list[tuple[str, str, str, str]]:
+    """One row per adapter prefix: its package and whether that package imports here."""
+    import importlib
+    from importlib.metadata import PackageNotFoundError, version
+
+    from bench.methods import METHODS
+    from bench.methods.adapters import ADAPTER_PACKAGES
+
+    rows = []
+    for prefix, description in METHODS.prefixes().items():
+        module, dist, pip = ADAPTER_PACKAGES.get(prefix, (prefix, prefix, f"pip install {prefix}"))
+        try:
+            installed = f"{dist} {version(dist)}"
+        except PackageNotFoundError:
+            installed = f"{dist} (not installed)"
+        try:
+            importlib.import_module(module)
+            here = "imports"
+        # Not only ImportError: a package built for another torch fails with RuntimeError.
+        except Exception as exc:  # noqa: BLE001
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            here = f"does not import ({type(exc).__name__}: {first}); {pip}"
+        rows.append((f"{prefix}:NAME", installed, here, description))
+    return rows
 
 
 def list_metrics(args: argparse.Namespace) -> int:

@@ -10,11 +10,18 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-LAYOUT = """maps layout: MAPS_DIR/<model>/<method>/<image_id>__<target>.npy, one float H x W array per
-(image, target) at the image's original resolution (other resolutions are resized bilinearly).
+LAYOUT = """maps layout: MAPS_DIR/<model>/<method>/ holds, in any mix:
+  one map per file, <image_id>__<target>.EXT, of shape H x W or 1 x H x W (or H x W x 1);
+  batch files NAME.EXT of N maps (N x H x W or N x 1 x H x W) with an index: NAME.index.csv
+  beside it (header image_id,target; one line per row), NAME.index.json (a list of
+  [image_id, target]), or inside it (.npz arrays maps, image_ids, targets; a .pt dict with them).
+EXT: .npy, .npz, .pt/.pth (torch.load with weights_only=True), 8- or 16-bit grayscale .png
+(values / 255 or / 65535). Maps at another resolution than the image are resized bilinearly.
 Names use bench.maps_io.safe_name: characters outside A-Za-z0-9._=,[]+- become _<hex>_ (e.g.
-"harbor:contextual" -> "harbor_3a_contextual"). A run directory made with --save-maps can be
-given as MAPS_DIR; with no --dataset/--config its own config.toml is used.
+"harbor:contextual" -> "harbor_3a_contextual"). A file that gives no map (another format, a
+batch without index, a map of no (image, target) of the dataset) is recorded in skipped.jsonl
+and counted. A run directory made with --save-maps can be given as MAPS_DIR; with no
+--dataset/--config its own config.toml is used.
 
 examples:
   groundbench score results/harbor-default --name rescored
@@ -30,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=LAYOUT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("maps_dir", metavar="MAPS_DIR", help="folder of <model>/<method>/*.npy, or a run directory with maps/")
+    p.add_argument("maps_dir", metavar="MAPS_DIR", help="folder of <model>/<method>/ map files (see below), or a run directory with maps/")
     p.add_argument("--config", help="take [dataset] and [[metrics]] from this run config (TOML)")
     p.add_argument("--dataset", help="registered dataset name (see its manifest); overrides --config's")
     p.add_argument("--dataset-param", action="append", default=[], metavar="KEY=VALUE", help="dataset parameter (repeat); VALUE is read as TOML (6, 0.5, true, \"x\") else as a string")
@@ -148,4 +155,6 @@ def main(args: argparse.Namespace) -> int:
         return 2
     print(render_text(lb))
     print(f"results: {out}  ({summary.rows_written} rows from {len(summary.map_sets)} map sets, {summary.seconds:.1f} s)")
+    if summary.unused:
+        print(f"{summary.unused} map files not used (no (image, target) of the dataset, or not maps): recorded in {out / 'skipped.jsonl'}")
     return 0

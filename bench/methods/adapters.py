@@ -4,14 +4,29 @@
   as ``IntegratedGradients``, ``Occlusion``, ``Lime``; layer attributions such as
   ``LayerGradCam`` with ``layer``). Parameters are the keyword arguments of its ``attribute``
   (and simple ones of its constructor), with Captum's defaults; lists become tuples (TOML has no
-  tuples). Input attributions BxCxHxW are reduced over channels by ``reduce``.
+  tuples). How Captum's output becomes a map, in this order (:func:`captum_to_map`):
+
+  1. channels: a 4-D output B x C x h x w is reduced over C by ``reduce`` (``abs_sum``, the
+     default for input attributions: |a| summed over RGB; ``sum``, the default for layer
+     attributions: LayerGradCam's single channel as it is; also ``abs_max``, ``l2``);
+  2. sign: ``sign = "keep"`` (default: Captum's values, signed; LayerGradCam has no ReLU unless
+     its own ``relu_attributions = true``), ``"relu"`` (the positive part) or ``"abs"``;
+  3. size: the engine resizes the map to the image bilinearly, like every method's.
+
 - ``pytorch_grad_cam:NAME``: any pytorch-grad-cam CAM class (``GradCAM``, ``ScoreCAM``, ...).
   That library returns maps min-max scaled per image and resized to the input with OpenCV, and
   it copies activations to the CPU: use these adapters to compare with it, not on the hot path.
+  **AblationCAM's sign** (grad-cam 1.5.7, and its subclasses): the library weighs channel k by
+  ``(y - y_k) / y``, the drop in the target's score y when k is ablated divided by y, so where y
+  is negative every weight flips sign and the map (after its ReLU) shows the channels whose
+  ablation *raises* the score. The adapter divides by ``|y|`` instead (``fix_score_sign = true``,
+  the default; the map is unchanged where y > 0); ``fix_score_sign = false`` gives the
+  library's own map, labelled as such in the rows.
 
 Both libraries are optional: naming an adapter without its package installed (or, for
 pytorch-grad-cam, importable: it imports torchvision, OpenCV, ttach and scikit-learn) raises a
-clear error.
+clear error. :data:`ADAPTER_PACKAGES` names each family's package (``groundbench methods``
+says whether it imports here).
 """
 
 from __future__ import annotations
@@ -52,6 +67,26 @@ _CAPTUM_STOCHASTIC = {
     "LayerGradientShap", "LayerFeaturePermutation",
 }
 _SIMPLE = (bool, int, float, str, tuple, type(None))
+SIGNS = ("keep", "relu", "abs")
+
+# Prefix -> (import name, distribution, pip line) of the package an adapter family needs.
+ADAPTER_PACKAGES = {
+    "captum": ("captum", "captum", "pip install 'groundbench[captum]'"),
+    "pytorch_grad_cam": ("pytorch_grad_cam", "grad-cam", "pip install 'groundbench[gradcam]'"),
+}
+
+
+def captum_to_map(out: torch.Tensor, reduce: str, sign: str) -> torch.Tensor:
+    """Captum's output -> B x h x w map: reduce a 4-D output over channels by ``reduce``
+    (:func:`bench.methods.base.reduce_channels`), then apply ``sign`` (keep, relu, abs)."""
+    m = reduce_channels(out, reduce) if out.ndim == 4 else out
+    if sign == "relu":
+        return m.clamp_min(0)
+    if sign == "abs":
+        return m.abs()
+    if sign != "keep":
+        raise MethodConfigError(f"unknown sign rule {sign!r} (use one of {SIGNS})")
+    return m
 
 
 def _captum_names(attr_mod) -> list[str]:
@@ -115,6 +150,7 @@ def captum_method(class_name: str) -> type[AttributionMethod]:
     defaults.update(init_params)
     defaults.update(call_params)
     defaults["reduce"] = "sum" if is_layer else "abs_sum"
+    defaults["sign"] = "keep"
     if "feature_mask" in attr_sig.parameters:
         defaults["feature_grid"] = 0
 
@@ -122,11 +158,11 @@ def captum_method(class_name: str) -> type[AttributionMethod]:
         name = f"captum:{class_name}"
         needs_grad = family != "perturbation"
         stochastic = class_name in _CAPTUM_STOCHASTIC
-        choices = {"reduce": REDUCTIONS}
+        choices = {"reduce": REDUCTIONS, "sign": SIGNS}
         execution_params = frozenset({"internal_batch_size", "perturbations_per_eval", "nt_samples_batch_size"})
         description = (
-            f"Captum {class_name} (captum {captum.__version__}); 4-D outputs reduced over "
-            "channels by 'reduce'" + ("; 'feature_grid' = side of square feature cells" if "feature_grid" in defaults else "")
+            f"Captum {class_name} (captum {captum.__version__}); map: channels reduced by "
+            f"'reduce' ({defaults['reduce']}), then 'sign' (keep | relu | abs)" + ("; 'feature_grid' = side of square feature cells" if "feature_grid" in defaults else "")
         )
 
         def attribute(self, model, inputs, targets, *, seeds=None):
@@ -160,8 +196,7 @@ def captum_method(class_name: str) -> type[AttributionMethod]:
                 out = explainer.attribute(inputs, target=targets, **kwargs)
             if isinstance(out, tuple):
                 out = out[0]
-            out = out.detach()
-            return reduce_channels(out, p["reduce"]) if out.ndim == 4 else out
+            return captum_to_map(out.detach(), p["reduce"], p["sign"])
 
     CaptumMethod.defaults = defaults
     CaptumMethod.family = family
@@ -211,6 +246,8 @@ def pytorch_grad_cam_method(class_name: str) -> type[AttributionMethod]:
         hint = f"; did you mean {' or '.join(repr('pytorch_grad_cam:' + c) for c in close)}?" if close else ""
         raise UnknownNameError(f"pytorch-grad-cam has no CAM class {class_name!r}{hint}")
     cls = getattr(pgc, class_name)
+    divides_by_score = issubclass(cls, pgc.AblationCAM)
+    fixed = _score_sign_fixed(cls) if divides_by_score else cls
 
     class PytorchGradCAMMethod(AttributionMethod):
         name = f"pytorch_grad_cam:{class_name}"
@@ -221,6 +258,7 @@ def pytorch_grad_cam_method(class_name: str) -> type[AttributionMethod]:
         description = (
             f"pytorch-grad-cam {class_name} (adapter): maps min-max scaled per image at input "
             "resolution by that library, which works on CPU copies"
+            + ("; weights divided by |target score|, not the score (fix_score_sign)" if divides_by_score else "")
         )
 
         def attribute(self, model, inputs, targets, *, seeds=None):
@@ -235,7 +273,8 @@ def pytorch_grad_cam_method(class_name: str) -> type[AttributionMethod]:
             # bench.methods.base.capture_layer), so with a suffix the two can differ.
             handle = module.register_forward_hook(lambda _m, _i, out: act(out)) if act else None
             try:
-                with cls(model=model, target_layers=[module]) as cam:
+                use = fixed if p.get("fix_score_sign", False) else cls
+                with use(model=model, target_layers=[module]) as cam:
                     cam.batch_size = int(p["batch_size"])
                     # The library takes Python ints for targets; it copies to the CPU anyway.
                     wanted = [ClassifierOutputTarget(int(t)) for t in targets.tolist()]
@@ -247,8 +286,28 @@ def pytorch_grad_cam_method(class_name: str) -> type[AttributionMethod]:
                 model.zero_grad(set_to_none=True)  # the library leaves parameter gradients
             return torch.as_tensor(maps).to(inputs.device)
 
+    if divides_by_score:
+        PytorchGradCAMMethod.defaults = {**PytorchGradCAMMethod.defaults, "fix_score_sign": True}
     PytorchGradCAMMethod.__name__ = PytorchGradCAMMethod.__qualname__ = f"PytorchGradCAM_{class_name}"
     return PytorchGradCAMMethod
+
+
+def _score_sign_fixed(cls):
+    """``cls`` (AblationCAM or a subclass) with channel weights ``(y - y_k) / |y|``: the library
+    computes ``(y - y_k) / y``, whose sign flips with the target score y. The library's weights
+    are multiplied by sign(y), with y the target's score on the forward pass the library has
+    just made (``self.outputs``)."""
+    import numpy as np
+
+    class ScoreSignFixed(cls):
+        def get_cam_weights(self, input_tensor, target_layer, targets, activations, grads):
+            weights = super().get_cam_weights(input_tensor, target_layer, targets, activations, grads)
+            with torch.no_grad():
+                scores = np.float32([float(t(o)) for t, o in zip(targets, self.outputs)])
+            return weights * np.sign(scores)[:, None]
+
+    ScoreSignFixed.__name__ = ScoreSignFixed.__qualname__ = f"{cls.__name__}ScoreSignFixed"
+    return ScoreSignFixed
 
 
 METHODS.add_prefix("captum", captum_method, "any Captum attribution class, e.g. captum:IntegratedGradients (needs captum)")

@@ -2,7 +2,9 @@
 
 Neither library is a dependency of groundbench (torchvision's wheels pin one torch version each;
 timm needs torchvision). If the package is not importable the spec fails with the pip line to
-run. Pretrained weights come from the libraries' own caches and downloads.
+run. Pretrained weights come from the libraries' own caches and downloads; offline, a model
+whose weights are not cached stops at once with one message naming the model and the ways that
+work offline (:mod:`bench.models.zoo_weights`).
 
 Both adapters give the module in eval mode, a whole-image preprocessing (resize to the model's
 input size, no crop; mean/std from the weights' own metadata), a default target layer found by
@@ -17,6 +19,25 @@ from bench.models.base import MODEL_ADAPTERS, ModelBundle
 from bench.models.bundle import AUTO, module_bundle
 from bench.models.transforms import IMAGENET_MEAN, IMAGENET_STD, parse_size
 from bench.models.weights import import_optional
+from bench.models.zoo_weights import (
+    WeightsUnavailableError,
+    ensure_weights,
+    offline_message,
+    timm_source,
+    torchvision_source,
+)
+
+# Errors a library raises when a download fails (urllib's URLError is an OSError; requests' and
+# the Hub client's connection errors are too, or come from these modules).
+_NETWORK_MODULES = ("urllib", "http", "socket", "requests", "huggingface_hub", "urllib3", "ssl")
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    while exc is not None:
+        if isinstance(exc, (OSError, TimeoutError)) or type(exc).__module__.split(".")[0] in _NETWORK_MODULES:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _need_name(prefix: str, rest: str) -> str:
@@ -47,15 +68,27 @@ def load_torchvision(
     models = import_optional("torchvision.models", spec=spec, install=install)
     if not pretrained:
         weights = None
+    w = None
+    if weights is not None:
+        try:
+            enum = models.get_model_weights(name)
+            member = str(weights).split(".")[-1]  # "ResNet50_Weights.IMAGENET1K_V2" or "IMAGENET1K_V2"
+            w = enum.DEFAULT if member == "DEFAULT" else enum[member]
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"{spec}: no weights {weights!r} ({exc})") from exc
+        ensure_weights(torchvision_source(spec, w))
     try:
         module = models.get_model(name, weights=weights)
     except ValueError as exc:
         raise ValueError(f"{spec}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - a download that fails after the host answered
+        if w is not None and _is_network_error(exc):
+            raise WeightsUnavailableError(
+                offline_message(spec, f"download failed: {type(exc).__name__}: {exc}", str(torchvision_source(spec, w).cached))
+            ) from None
+        raise
     mean, std, size = IMAGENET_MEAN, IMAGENET_STD, 224
-    if weights is not None:
-        enum = models.get_model_weights(name)
-        member = str(weights).split(".")[-1]  # "ResNet50_Weights.IMAGENET1K_V2" or "IMAGENET1K_V2"
-        w = enum.DEFAULT if member == "DEFAULT" else enum[member]
+    if w is not None:
         tf = w.transforms()
         mean = tuple(getattr(tf, "mean", mean))
         std = tuple(getattr(tf, "std", std))
@@ -85,10 +118,26 @@ def load_timm(
     name = _need_name("timm", rest)
     spec = f"timm:{name}"
     timm = import_optional("timm", spec=spec, install="pip install timm (needs torchvision)")
+    kwargs = {}
+    source = None
+    if pretrained:
+        source = _timm_weights(timm, name, spec)
+        if source is not None:
+            ensure_weights(source)
+            if source.cached is not None and source.cached.is_file():
+                # Read the cached file directly: the Hub client would first ask the network
+                # for a newer revision (and retry for about a minute when offline).
+                kwargs["pretrained_cfg_overlay"] = {"file": str(source.cached)}
     try:
-        module = timm.create_model(name, pretrained=pretrained)
+        module = timm.create_model(name, pretrained=pretrained, **kwargs)
     except RuntimeError as exc:
+        if pretrained and _is_network_error(exc):
+            raise _timm_unavailable(spec, exc, source) from None
         raise ValueError(f"{spec}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - a download that fails after the host answered
+        if pretrained and _is_network_error(exc):
+            raise _timm_unavailable(spec, exc, source) from None
+        raise
     cfg = timm.data.resolve_data_config({}, model=module)
     size = tuple(cfg.get("input_size", (3, 224, 224))[1:])
     info = {"library": f"timm {getattr(timm, '__version__', '?')}", "pretrained": pretrained}
@@ -99,3 +148,17 @@ def load_timm(
         target_layer=target_layer, class_map=class_map, info=info,
         imagenet_default=pretrained,
     )
+
+
+def _timm_weights(timm, name: str, spec: str):
+    """Where timm would fetch ``name``'s pretrained weights (None: nothing to fetch or unknown)."""
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except Exception:  # noqa: BLE001 - unknown tag or name: timm.create_model says it better
+        return None
+    return timm_source(spec, cfg) if cfg is not None else None
+
+
+def _timm_unavailable(spec: str, exc: BaseException, source) -> WeightsUnavailableError:
+    hint = source.cache_hint if source is not None else "the Hugging Face cache, HF_HOME"
+    return WeightsUnavailableError(offline_message(spec, f"download failed: {type(exc).__name__}: {exc}", hint))

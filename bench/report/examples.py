@@ -29,7 +29,7 @@ import torch
 
 from bench import results
 from bench.data.sample import Target
-from bench.maps_io import map_path, safe_name
+from bench.maps_io import map_path
 
 
 @dataclass
@@ -141,6 +141,7 @@ def collect(run_dir: Path, rows: pd.DataFrame, metrics: list[str], k: int = 4, *
     metric_cols = [m for m in metrics if m in rows.columns]
     indexed = rows.set_index(["model", "method", "image_id", "target"])
     missing: dict[str, list[tuple[Example, str]]] = {}
+    scanned: dict[tuple[str, str], Any] = {}
     for ex in examples:
         for model, method in pairs:
             key = (model, method, ex.image_id, ex.target.label)
@@ -148,18 +149,41 @@ def collect(run_dir: Path, rows: pd.DataFrame, metrics: list[str], k: int = 4, *
                 row = indexed.loc[key]
                 row = row.iloc[0] if isinstance(row, pd.DataFrame) else row
                 ex.scores[(model, method)] = {m: float(row[m]) for m in metric_cols}
-            if (model, method) in folders:
-                path = folders[(model, method)] / f"{safe_name(ex.image_id)}__{safe_name(ex.target.label)}.npy"
-            else:
-                path = map_path(run_dir / results.MAPS, model, method, ex.image_id, ex.target.label)
-            if path.exists():
-                ex.maps[(model, method)] = np.load(path).astype(np.float32)
+            saved = _saved_map(folders, scanned, run_dir, model, method, ex)
+            if saved is not None:
+                ex.maps[(model, method)] = saved
                 ex.source[(model, method)] = "saved"
             else:
                 missing.setdefault(model, []).append((ex, method))
     if missing and not data.get("map_sets"):
         _recompute(run_dir, rows, missing, device, allow_code)
     return examples
+
+
+def _saved_map(folders, scanned, run_dir: Path, model: str, method: str, ex: Example) -> np.ndarray | None:
+    """The saved map of (model, method) on ``ex`` as H x W float32 at the image's size, read as
+    ``groundbench score`` reads it (:mod:`bench.map_files`: every format, 1 x H x W, batch
+    files), or None where there is none. ``scanned`` caches each folder's scan."""
+    from bench.map_files import MapReader, as_single, read_file, scan_folder
+    from bench.scoring import resize_to
+
+    if (model, method) in folders:
+        if (model, method) not in scanned:
+            scanned[(model, method)] = (scan_folder(folders[(model, method)])[0], MapReader())
+        entries, reader = scanned[(model, method)]
+        entry = entries.get((ex.image_id, ex.target.label))
+        if entry is None:
+            return None
+        arr = reader.read(entry)
+    else:
+        path = map_path(run_dir / results.MAPS, model, method, ex.image_id, ex.target.label)
+        if not path.exists():
+            return None
+        arr = as_single(read_file(path), path)
+    size = tuple(ex.image.shape[-2:])
+    if arr.shape != size:
+        arr = resize_to(torch.from_numpy(np.ascontiguousarray(arr)), size).numpy()
+    return np.asarray(arr, dtype=np.float32)
 
 
 def _recompute(run_dir: Path, rows: pd.DataFrame, missing: dict[str, list[tuple[Example, str]]], device: str | None, allow_code: bool = False) -> None:

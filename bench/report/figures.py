@@ -1,8 +1,9 @@
 """Figures of a leaderboard (matplotlib, Agg canvas, no pyplot state).
 
-- :func:`overlay_grid`: image x (model, method) panels, each map over its image with the ground
-  truth drawn on top (object mask contour, context region, boxes, fixations) and the map's
-  argmax marked; the samples and their maps come from :mod:`bench.report.examples`.
+- :func:`overlay_figures` / :func:`overlay_grid`: per model, a grid of methods (rows) x a few
+  scenes (columns), each map over its image with the ground truth drawn on top (object mask
+  contour, context region, boxes, fixations), the map's argmax marked and the scores under each
+  panel; the samples and their maps come from :mod:`bench.report.examples`.
 - :func:`bar_chart`: one panel per metric, estimate and CI per method (bars) and model (colour).
 - :func:`curve_chart`: metric-vs-parameter curves (the IoU-threshold curve) for every
   :func:`curve_families` group: columns of one metric that differ only in one numeric parameter,
@@ -110,27 +111,42 @@ def _draw_truth(ax, ex: Example, *, boxes: bool, shade_context: bool, fixations:
     ax.set_ylim(h - 0.5, -0.5)
 
 
-def overlay_grid(examples: list[Example], pairs: list[tuple[str, str]], metrics: dict[str, dict[str, Any]], *, panel: float = 2.1) -> Figure:
-    """Rows: examples; columns: the image with its ground truth, then one panel per (model,
-    method) with the map overlaid, the object contour, the context region (dashed) and the
-    map's argmax (+). Under each panel: that row's scores."""
+# A figure is at most this many scenes wide: at a 1280-pixel-wide page every panel then keeps
+# at least 150 pixels (tests/test_report_overlays_browser.py measures it in Chromium).
+OVERLAY_COLUMNS = 5
+PANEL_INCHES = 2.0
+LABEL_INCHES = 1.1  # the method names left of the first column
+
+
+def _panel_scores(ex: Example, key: tuple[str, str], shown: list[str]) -> str:
+    scores = ex.scores.get(key, {})
+    parts = [f"{k} {v:.2f}" if math.isfinite(v) else f"{k} n/a" for k, v in scores.items() if k in shown]
+    return "\n".join(parts)
+
+
+def overlay_grid(examples: list[Example], model: str, methods: list[str], metrics: dict[str, dict[str, Any]], *, panel: float = PANEL_INCHES) -> Figure:
+    """One model's maps on a few scenes. Columns: the scenes (at most :data:`OVERLAY_COLUMNS`
+    read at page width); first row: each image with its ground truth; then one row per method:
+    the map overlaid, the object contour, the context region (dashed) and the map's argmax (+),
+    and under the panel that (scene, method)'s scores (up to three metrics)."""
     from matplotlib import colormaps
 
     cmap = colormaps["jet"]
-    ncols = 1 + len(pairs)
-    nrows = len(examples)
-    fig = new_figure(panel * ncols, panel * nrows * 1.08 + 0.9)
+    shown = list(metrics)[:3]
+    ncols, nrows = len(examples), 1 + len(methods)
+    # Room under each panel for its score lines.
+    row_h = panel + 0.16 * max(1, len(shown)) + 0.1
+    fig = new_figure(LABEL_INCHES + panel * ncols, row_h * nrows + 1.0)
     axes = fig.subplots(nrows, ncols, squeeze=False)
-    shown = [m for m in metrics][:3]
-    for r, ex in enumerate(examples):
+    for c, ex in enumerate(examples):
         rgb = ex.rgb
-        ax = axes[r][0]
+        ax = axes[0][c]
         ax.imshow(rgb, interpolation="nearest")
         _draw_truth(ax, ex, boxes=True, shade_context=True, fixations=True)
-        ax.set_ylabel(f"{ex.image_id}\n{ex.target.label}", fontsize=8)
-        if r == 0:
-            ax.set_title("image + ground truth", fontsize=9)
-        for c, (model, method) in enumerate(pairs, start=1):
+        ax.set_title(f"{ex.image_id}\n{ex.target.label}", fontsize=8)
+        if c == 0:
+            ax.set_ylabel("image +\nground truth", fontsize=8)
+        for r, method in enumerate(methods, start=1):
             ax = axes[r][c]
             ax.imshow(rgb, interpolation="nearest")
             m = ex.maps.get((model, method))
@@ -148,11 +164,9 @@ def overlay_grid(examples: list[Example], pairs: list[tuple[str, str]], metrics:
             if note:
                 ax.text(0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center", fontsize=8, color="white",
                         bbox=dict(facecolor="black", alpha=0.6, lw=0))
-            scores = ex.scores.get((model, method), {})
-            parts = [f"{k} {v:.2f}" if math.isfinite(v) else f"{k} n/a" for k, v in scores.items() if k in shown]
-            ax.set_xlabel("\n".join(parts), fontsize=7)
-            if r == 0:
-                ax.set_title(f"{method}\n{_short(model)}", fontsize=8)
+            ax.set_xlabel(_panel_scores(ex, (model, method), shown), fontsize=7)
+            if c == 0:
+                ax.set_ylabel(_wrap(method, 16), fontsize=8)
     for row in axes:
         for ax in row:
             ax.set_xticks([])
@@ -160,16 +174,62 @@ def overlay_grid(examples: list[Example], pairs: list[tuple[str, str]], metrics:
     # A legend entry only for what some panel shows.
     handles = [Line2D([], [], color=OBJECT_COLOR, lw=1.6, label="object mask")]
     if any(bool((ex.target.context_union() & ~ex.target.mask).any()) for ex in examples):
-        handles.append(Patch(fc=(0.0, 0.9, 1.0, 0.28), ec=CONTEXT_COLOR, ls="--", label="context region (shaded in the first column)"))
+        handles.append(Patch(fc=(0.0, 0.9, 1.0, 0.28), ec=CONTEXT_COLOR, ls="--", label="context (shaded in the first row)"))
     if any(ex.target.boxes is not None and len(ex.target.boxes) for ex in examples):
         handles.append(Patch(fill=False, ec=BOX_COLOR, ls="--", label="boxes"))
     handles.append(Line2D([], [], marker="+", color="black", ls="", ms=9, mew=2, label="map argmax"))
     if any(ex.fixations is not None and len(ex.fixations) for ex in examples):
         handles.append(Line2D([], [], marker="o", color=FIX_COLOR, ls="", ms=4, label="fixations"))
-    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8, frameon=False)
-    sources = sorted({s for ex in examples for s in ex.source.values()})
-    fig.suptitle(f"Where each method looks (maps {', '.join(sources) or 'missing'}; colour: positive part, scaled to each map's peak)", fontsize=9)
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(3, len(handles)), fontsize=8, frameon=False)
+    sources = sorted({s for ex in examples for (mo, _), s in ex.source.items() if mo == model})
+    fig.suptitle(
+        f"{_short(model)}: where each method looks\n(maps {', '.join(sources) or 'missing'}; colour: positive part, scaled to each map's peak)",
+        fontsize=9,
+    )
     return fig
+
+
+def _wrap(text: str, width: int) -> str:
+    """Break a long method label (``rise[cell=12,n_masks=250]``) at its commas and brackets."""
+    if len(text) <= width:
+        return text
+    out, line = [], ""
+    for token in text.replace("[", "[\0").replace(",", ",\0").split("\0"):
+        if line and len(line) + len(token) > width:
+            out.append(line)
+            line = ""
+        line += token
+    return "\n".join(out + [line])
+
+
+def overlay_figures(examples: list[Example], pairs: list[tuple[str, str]], metrics: dict[str, dict[str, Any]], *, max_columns: int = OVERLAY_COLUMNS) -> list[tuple[str, str, Figure]]:
+    """The overlays of a run as figures that read at page width: one per model and group of
+    at most ``max_columns`` scenes (groups of even size): (name, model, figure), the names
+    ``overlays``, ``overlays_2``, ..."""
+    models = list(dict.fromkeys(m for m, _ in pairs))
+    groups = math.ceil(len(examples) / max_columns) if examples else 0
+    size = math.ceil(len(examples) / groups) if groups else 0
+    out = []
+    for model in models:
+        methods = [me for mo, me in pairs if mo == model]
+        for g in range(groups):
+            chunk = examples[g * size:(g + 1) * size]
+            name = "overlays" if not out else f"overlays_{len(out) + 1}"
+            out.append((name, model, overlay_grid(chunk, model, methods, metrics)))
+    return out
+
+
+def panel_boxes(fig: Figure) -> list[tuple[float, float, float, float]]:
+    """Each panel's box in a figure already rendered (:func:`png_bytes`) as fractions of the
+    image: (left, top, width, height), top-left origin. The report writes them beside the image
+    so a browser can measure the panels' displayed size."""
+    boxes = []
+    for ax in fig.axes:
+        if not ax.get_visible() or not ax.images:
+            continue
+        pos = ax.get_position()
+        boxes.append((round(pos.x0, 5), round(1 - pos.y1, 5), round(pos.width, 5), round(pos.height, 5)))
+    return boxes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,11 +355,28 @@ def context_metrics(lb: Leaderboard) -> list[str]:
     return [m for m, meta in lb.metrics.items() if "context" in (meta.get("requires") or [])]
 
 
+# One style per method: 20 distinct colours (matplotlib's tab20, strong shade first) and 9
+# markers; 9 and 20 share no factor, so the (colour, marker) pair repeats only after 180 methods.
+METHOD_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "h"]
+MODEL_FILLS = ["full", "none", "left", "bottom", "right", "top"]
+
+
+def method_style(k: int) -> dict[str, Any]:
+    """Colour and marker of the k-th method: every method its own pair."""
+    from matplotlib import colormaps
+
+    tab20 = colormaps["tab20"].colors
+    j = k % 20
+    shade = 2 * j if j < 10 else 2 * (j - 10) + 1  # the ten strong shades before the light ones
+    return {"color": tab20[shade], "marker": METHOD_MARKERS[k % len(METHOD_MARKERS)]}
+
+
 def leakage_vs_reliance(lb: Leaderboard, by_class: pd.DataFrame | None = None) -> Figure | None:
     """Each context metric (leakage, ...) against each model's reliance on context measured by
     intervention. Top row: one point per (model, method) with CI whiskers, lines join a
     method's points. Bottom row (where the breakdown and per-class reliance exist): one point per
-    (model, class), with Spearman's rho per method over those points."""
+    (model, class), with Spearman's rho per method over those points. Every method has its own
+    colour and marker (:func:`method_style`); legends sit outside the axes, right of them."""
     from scipy.stats import spearmanr
 
     reliance = {m: float(f["reliance"]) for m, f in lb.facts.items() if isinstance(f, dict) and f.get("reliance") is not None}
@@ -312,7 +389,8 @@ def leakage_vs_reliance(lb: Leaderboard, by_class: pd.DataFrame | None = None) -
         any(k.startswith("reliance_") and k != "reliance_n" for k in lb.facts[m]) for m in reliance
     )
     nrows = 2 if per_class else 1
-    fig = new_figure(max(7.0, 5.2 * len(metrics)), 4.0 * nrows + 0.6)
+    legend_w = 2.2 + 0.06 * max((len(m) for m in methods), default=0)
+    fig = new_figure(max(7.0, 5.2 * len(metrics)) + legend_w * (2 if per_class else 1), 4.2 * nrows + 0.6)
     axes = fig.subplots(nrows, len(metrics), squeeze=False)
     models = sorted(reliance, key=reliance.get)
     for c, metric in enumerate(metrics):
@@ -323,17 +401,22 @@ def leakage_vs_reliance(lb: Leaderboard, by_class: pd.DataFrame | None = None) -
             x = np.array([reliance[m] for m in models])
             est = sub["estimate"].to_numpy(dtype=float)
             err = np.vstack([est - sub["low"].to_numpy(dtype=float), sub["high"].to_numpy(dtype=float) - est])
-            color = PALETTE[k % len(PALETTE)]
-            ax.errorbar(x, est, yerr=np.nan_to_num(np.clip(err, 0, None)), color=color, marker="o", ms=5, capsize=3, lw=1.2, label=method)
+            style = method_style(k)
+            ax.errorbar(x, est, yerr=np.nan_to_num(np.clip(err, 0, None)), ms=6, capsize=3, lw=1.2,
+                        mec="black", mew=0.4, label=method, **style)
         top = ax.secondary_xaxis("top")
         top.set_xticks([reliance[m] for m in models], [_short(m) for m in models], fontsize=8)
         ax.set_xlabel("measured reliance on context (drop in target probability)")
         ax.set_ylabel(f"{metric} {_arrow(meta)}")
         ax.set_title(f"{metric}: per model", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
         if per_class:
             _per_class_panel(axes[1][c], lb, by_class, metric, methods, models, spearmanr)
+    handles = [
+        Line2D([], [], ls="-", lw=1.2, ms=6, mec="black", mew=0.4, label=method, **method_style(k))
+        for k, method in enumerate(methods)
+    ]
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False, title="method", title_fontsize=8)
     fig.suptitle("Context metrics from the maps against reliance on context measured by intervention", fontsize=11)
     return fig
 
@@ -375,7 +458,9 @@ def validity_scatter(rows: pd.DataFrame, lb: Leaderboard, reliance_rows: pd.Data
 
 def _per_class_panel(ax, lb: Leaderboard, by_class: pd.DataFrame, metric: str, methods: list[str], models: list[str], spearmanr) -> None:
     sub = by_class[(by_class.metric == metric) & by_class.model.isin(models)]
+    handles = []
     for k, method in enumerate(methods):
+        style = method_style(k)
         xs, ys = [], []
         for mi, model in enumerate(models):
             rows = sub[(sub.method == method) & (sub.model == model)]
@@ -385,16 +470,19 @@ def _per_class_panel(ax, lb: Leaderboard, by_class: pd.DataFrame, metric: str, m
                     continue
                 xs.append(float(rel))
                 ys.append(float(r["estimate"]))
-                ax.scatter([rel], [r["estimate"]], color=PALETTE[k % len(PALETTE)], marker=MARKERS[mi % len(MARKERS)], s=28, edgecolors="black", linewidths=0.4)
+                ax.plot([rel], [r["estimate"]], ls="", ms=6, mec=style["color"], mew=1.0,
+                        fillstyle=MODEL_FILLS[mi % len(MODEL_FILLS)], **style)
         rho = spearmanr(xs, ys).statistic if len(xs) >= 3 and len(set(ys)) > 1 else float("nan")
-        ax.scatter([], [], color=PALETTE[k % len(PALETTE)], label=f"{method} (Spearman ρ={rho:.2f}, {len(xs)} points)")
+        handles.append(Line2D([], [], ls="", ms=6, label=f"{method} (ρ={rho:.2f}, {len(xs)} pts)", **style))
     for mi, model in enumerate(models):
-        ax.scatter([], [], color="white", edgecolors="black", marker=MARKERS[mi % len(MARKERS)], label=_short(model))
+        handles.append(Line2D([], [], ls="", marker="o", color="gray", mec="black", ms=6,
+                              fillstyle=MODEL_FILLS[mi % len(MODEL_FILLS)], label=f"model: {_short(model, 28)}"))
     ax.set_xlabel("measured reliance on context, per class")
     ax.set_ylabel(f"{metric} {_arrow(lb.metrics.get(metric, {}))}")
     ax.set_title(f"{metric}: per (model, class)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    # Outside the axes, right of them: the legend never covers a point.
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, frameon=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -406,6 +494,8 @@ class RenderedFigure:
     name: str  # file stem under figures/
     caption: str
     png: bytes
+    # Overlay panels as (left, top, width, height) fractions of the image (:func:`panel_boxes`).
+    panels: list[tuple[float, float, float, float]] | None = None
 
 
 def run_figures(
@@ -444,21 +534,21 @@ def run_figures(
             figs.append(RenderedFigure(name, caption, png_bytes(fig, dpi)))
 
     if examples > 0:
-        def overlays():
+        caption = (
+            "Maps of {model} on a few test images (one per class in turn); rows: methods, columns: "
+            "images. Green: object mask; dashed cyan: context region; dashed yellow: boxes; red dots: "
+            "fixations; +: the map's argmax. Under each panel: that image's scores."
+        )
+        try:
             df = rows if rows is not None else load_results(run_dir)[0]
             chosen = ex_mod.collect(run_dir, df, list(scored), examples, allow_code=allow_code)
-            if not chosen:
-                return None
             pairs = list(dict.fromkeys(zip(df["model"], df["method"])))
-            return overlay_grid(chosen, pairs, scored)
+            for name, model, fig in overlay_figures(chosen, pairs, scored) if chosen else []:
+                png = png_bytes(fig, dpi)  # renders, so that panel_boxes reads the final layout
+                figs.append(RenderedFigure(name, caption.format(model=model), png, panel_boxes(fig)))
+        except Exception as exc:  # noqa: BLE001 - one figure's failure is reported, not fatal
+            notes.append(f"overlays: not drawn ({type(exc).__name__}: {exc})")
 
-        add(
-            "overlays",
-            "Maps of each model and method on a few test images (one per class in turn). Green: object "
-            "mask; dashed cyan: context region; dashed yellow: boxes; red dots: fixations; +: the map's "
-            "argmax. Under each panel: that image's scores.",
-            overlays,
-        )
     families = curve_families(scored)
     # Columns of a curve are drawn as the curve, not as one bar panel each.
     on_curves = {label for fam in families for _, label in fam.points}

@@ -71,9 +71,12 @@ class RunReport:
         lb = build(path, confidence=confidence, n_resamples=n_resamples, seed=seed)
         by_class = load_class_cells(path, confidence=confidence, n_resamples=n_resamples, seed=seed)
         figs, notes = run_figures(lb, path, by_class, examples=examples, allow_code=allow_code)
-        saved = path / "figures" / "overlays.png"
-        if examples > 0 and not any(f.name == "overlays" for f in figs) and saved.exists():
-            figs.insert(0, RenderedFigure("overlays", "Overlays as the run drew them (figures/overlays.png); they could not be redrawn here.", saved.read_bytes()))
+        saved = sorted((path / "figures").glob("overlays*.png"), key=lambda p: (len(p.name), p.name))
+        if examples > 0 and not any(f.name.startswith("overlays") for f in figs) and saved:
+            figs[:0] = [
+                RenderedFigure(p.stem, f"Overlays as the run drew them (figures/{p.name}); they could not be redrawn here.", p.read_bytes())
+                for p in saved
+            ]
             notes = [n for n in notes if not n.startswith("overlays:")]
         return cls.from_parts(path, lb, by_class, figs, notes)
 
@@ -99,8 +102,10 @@ def _anchor(text: str) -> str:
 
 def _img(fig: RenderedFigure, alt: str) -> str:
     data = base64.b64encode(fig.png).decode("ascii")
+    # Overlay grids carry their panels' boxes, so that a browser can measure the panels' size.
+    panels = f' class="overlay" data-panels="{html.escape(json.dumps(fig.panels))}"' if fig.panels else ""
     return (
-        f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+        f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(alt)}"{panels}>'
         f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>"
     )
 

@@ -80,6 +80,10 @@ def write_figures(figs: list, notes: list[str], out: Path) -> list[Path]:
         path = folder / f"{f.name}.png"
         results.write_bytes(path, f.png)
         written.append(path)
+    # Overlays come in a number of figures that depends on the run: none left from an earlier one.
+    for stale in folder.glob("overlays_*.png"):
+        if stale not in written:
+            stale.unlink()
     notes_file = folder / "NOTES.txt"
     if notes:
         results.write_text(notes_file, "\n".join(notes) + "\n")

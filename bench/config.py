@@ -10,6 +10,8 @@
     output_dir = "results"
     save_maps = false            # also write every map at original resolution (.npy)
     autocast = "none"            # "bf16": model passes in bfloat16 autocast (faster on GPUs)
+    human_ceiling = true         # gaze data with per-observer fixations: the inter-observer
+                                 # ceiling row (bench/ceiling.py); false skips its cost
 
     [dataset]                    # name picks a registered loader; other keys are its parameters
     name = "harbor"
@@ -98,6 +100,7 @@ class RunConfig:
     output_dir: str = "results"
     save_maps: bool = False
     autocast: str = "none"  # mixed precision for the model passes: "none" or "bf16"
+    human_ceiling: bool = True  # gaze data with per-observer fixations: bench/ceiling.py
     source: str = "<dict>"
     # What loading changed and the user should be told (e.g. layout keys --root dropped); not
     # part of the resolved config.
@@ -115,6 +118,7 @@ class RunConfig:
             "save_maps": self.save_maps,
             # Only when set, so that configs without it resolve (and hash) as they always did.
             **({"autocast": self.autocast} if self.autocast != "none" else {}),
+            **({"human_ceiling": False} if not self.human_ceiling else {}),
             "dataset": self.dataset.to_dict(),
             "models": [m.to_dict("spec") for m in self.models],
             "methods": [m.to_dict() for m in self.methods],
@@ -131,6 +135,7 @@ _SCALARS: dict[str, type | tuple[type, ...]] = {
     "output_dir": str,
     "save_maps": bool,
     "autocast": str,
+    "human_ceiling": bool,
 }
 AUTOCAST = ("none", "bf16")
 SEED_MAX = 2**63 - 1

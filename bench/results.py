@@ -18,6 +18,9 @@ streams are defined here and nowhere else (docs/design.md, "The results director
   counts once its (model, sample) is in it. A record with ``loader_drops`` marks a model's
   loader-drop skip records (``sample`` null: an image the dataset loader left out itself, e.g.
   one with no target or a broken record) durable the same way (:meth:`BatchWriter.commit_drops`);
+- gaze runs: ``ceiling.jsonl``, the human ceiling's row stream (one row per image, written with
+  the first model's batches), and ``ceiling.json`` (:data:`CEILING`), what the ceiling is or why
+  the data gives none (:mod:`bench.ceiling`);
 - ``maps/`` (``--save-maps``): every scored map, see :mod:`bench.maps_io`;
 - ``leaderboard.*``, ``figures/``, ``report.html``: rendered, always recomputable from the rows;
 - ``.groundbench-results`` (:data:`MARKER`): written when groundbench creates the folder. Only a
@@ -74,6 +77,8 @@ SCORES = "scores.jsonl"
 SKIPPED = "skipped.jsonl"
 PROGRESS = "progress.jsonl"
 MAPS = "maps"
+CEILING = "ceiling.json"  # gaze runs: what the human ceiling is, or why there is none (bench.ceiling)
+CEILING_ROWS_FILE = "ceiling.jsonl"
 MARKER = ".groundbench-results"
 LOCK = ".groundbench-lock"
 # Files groundbench keeps when it empties a folder for ``--fresh``: the lock being held.
@@ -169,6 +174,9 @@ def register_stream(name: str, file: str, key: Sequence[str] = ()) -> RowStream:
 
 SCORE_ROWS = register_stream("scores", SCORES, key=("model", "method", "sample", "target"))
 SKIP_ROWS = register_stream("skipped", SKIPPED)
+# Gaze runs: the human ceiling, one row per image (bench.ceiling), written with the first
+# model's batches (the ceiling does not depend on the model).
+CEILING_ROWS = register_stream("ceiling", CEILING_ROWS_FILE, key=("sample",))
 
 
 def _clean(value: Any) -> Any:

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from bench import provenance, results
+from bench import ceiling, provenance, results
 from bench.batching import Prepared, PreparedSamples, collate_prepared
 from bench.config import Component
 from bench.maps_io import safe_name
@@ -231,6 +231,10 @@ def _score_into(rd, sets, ds, dataset, metrics, columns, dev, name, seed, maps_d
     results.write_json(out / results.PROVENANCE, provenance.collect(config, dev, getattr(ds, "manifest", None)))
     results.write_json(out / results.MODELS, {s.model: {"info": {}, "maps": str(s.folder.parent)} for s in sets})
 
+    # Gaze data with per-observer fixations: the human ceiling beside the rows, as a run has it.
+    ceiling_info = ceiling.info(ds, columns, dataset.name)
+    if ceiling_info is not None:
+        results.write_json(out / results.CEILING, ceiling_info)
     summary = ScoreSummary(out, map_sets=sets)
     prepared = PreparedSamples(ds, lambda image: torch.empty(0), range(len(ds)))
     with rd.open() as writer:
@@ -246,7 +250,10 @@ def _score_into(rd, sets, ds, dataset, metrics, columns, dev, name, seed, maps_d
             for batch in loader:
                 rows, skips = score_batch(batch, model_sets, columns, dev)
                 claimed.update(_claimed_names(batch))
-                writer.commit(model, [p.index for p in batch], [p.digest for p in batch], {results.SCORE_ROWS.name: rows, results.SKIP_ROWS.name: skips})
+                streams = {results.SCORE_ROWS.name: rows, results.SKIP_ROWS.name: skips}
+                if model == sets[0].model and ceiling_info is not None and ceiling_info["computed"]:
+                    streams[results.CEILING_ROWS.name] = ceiling.rows(ds, columns, batch, model, device=dev)
+                writer.commit(model, [p.index for p in batch], [p.digest for p in batch], streams)
                 summary.rows_written += len(rows)
                 summary.skipped += len(skips)
             strays = [r for s in model_sets for r in _unmatched(s, claimed)]

@@ -13,13 +13,13 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 # Lowest first. A module may import its own layer and the ones below it.
 LAYERS = (
-    ("foundation", ("bench", "bench.registry", "bench.results", "bench.provenance", "bench.sharding", "bench.maps_io")),
+    ("foundation", ("bench", "bench.registry", "bench.results", "bench.provenance", "bench.sharding", "bench.maps_io", "bench.density")),
     ("data", ("bench.data",)),
     ("models", ("bench.models",)),
     ("methods", ("bench.methods",)),
     ("metrics", ("bench.metrics",)),
     ("config", ("bench.config",)),
-    ("engine", ("bench.batching", "bench.scoring", "bench.engine", "bench.saved_maps", "bench.merge")),
+    ("engine", ("bench.batching", "bench.scoring", "bench.ceiling", "bench.engine", "bench.saved_maps", "bench.merge")),
     ("report", ("bench.report",)),
     ("perf", ("bench.perf",)),
     ("cli", ("bench.cli", "bench.__main__")),

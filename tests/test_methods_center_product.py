@@ -73,6 +73,21 @@ def test_wraps_any_method_with_its_parameters_and_label():
         create_method("center_product", uniform_mix=0.0)
 
 
+def test_its_flags_and_model_checks_are_the_wrapped_methods():
+    from bench.models import load_model
+
+    # needs_grad / stochastic: said once, by the wrapped method's class
+    for inner in ("gradcam", "rise", "center"):
+        m, cls = create_method("center_product", method=inner), create_method(inner)
+        assert (m.needs_grad, m.stochastic) == (cls.needs_grad, cls.stochastic)
+        assert (m.describe()["needs_grad"], m.describe()["stochastic"]) == (cls.needs_grad, cls.stochastic)
+    # a misspelled layer of the wrapped method fails before a run scores anything
+    bundle = load_model("harbor:object_only", seed=0)
+    bad = create_method("center_product", params={"layer": "no.such.layer"})
+    with pytest.raises(MethodConfigError, match="no.such.layer"):
+        bad.check_model(bundle.module, (3, 96, 96))
+
+
 def test_gradcam_on_a_real_model_times_the_prior():
     from bench.models import load_model
 

@@ -102,6 +102,23 @@ def test_information_gain_by_hand():
         information_gain(m, f, sigma=0.0)
 
 
+def test_a_config_with_parameters_out_of_range_fails_before_anything_runs():
+    from bench.config import Component
+    from bench.scoring import ScoringError, metric_columns
+
+    for name, params, what in (
+        ("information_gain", {"uniform_mix": 0.0}, "uniform_mix"),
+        ("log_likelihood", {"uniform_mix": 2}, "uniform_mix"),
+        ("information_gain", {"sigma": -0.1}, "sigma"),
+        ("information_gain", {"sigma": float("inf")}, "sigma"),
+    ):
+        with pytest.raises(ScoringError, match=f"metric '{name}'.*{what}"):
+            metric_columns([Component(name, params)])
+    cols = metric_columns([Component("information_gain", {"sigma": 0.3}), Component("log_likelihood")])
+    assert cols[0].describe()["params"] == {"sigma": 0.3, "uniform_mix": 0.01}
+    assert cols[1].describe()["requires"] == ["fixations"]
+
+
 def test_center_prior_information_gain_over_itself_is_exactly_zero():
     # The `center` method's map at the image's resolution is the baseline, bit for bit.
     center = create_method("center")

@@ -154,6 +154,19 @@ def target_problem(target: Target, prepared: "Prepared") -> str | None:
     )
 
 
+def unscored_metrics(prepared: "Prepared", columns) -> str | None:
+    """Why some metric columns cannot score this sample though its other columns can, or None:
+    the columns that need fixation points, where the data gives a density map only (MIT1003's
+    benchmark layout). Their values are undefined (NaN) and the reason is recorded once per
+    (sample, target), so a leaderboard says why those cells are empty."""
+    if prepared.fixations is not None:
+        return None
+    labels = [c.label for c in columns if "fixations" in c.info.requires]
+    if not labels:
+        return None
+    return f"{', '.join(labels)} not scored (no fixation points in the data, only a density map)"
+
+
 class PreparedBatch(list):
     """A batch: the :class:`Prepared` samples in batch order (it is a list), plus the model
     inputs of the loaded ones stacked once into ``inputs`` (N x C x h x w; ``input_rows`` maps a

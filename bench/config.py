@@ -11,6 +11,8 @@
     save_maps = false            # also write every map at original resolution (.npy)
     autocast = "none"            # "bf16": model passes in bfloat16 autocast (faster on GPUs)
     strata = []                  # per-target row fields for the breakdown: "object_area", "instance_count"
+    human_ceiling = true         # gaze data with per-observer fixations: the inter-observer
+                                 # ceiling row (bench/ceiling.py); false skips its cost
 
     [dataset]                    # name picks a registered loader; other keys are its parameters
     name = "harbor"
@@ -109,6 +111,7 @@ class RunConfig:
     sanity: SanityConfig | None = None  # the [sanity] section; None: no sanity checks
     reliance: RelianceConfig | None = None  # the [reliance] section; None: no reliance rows
     strata: list[str] = field(default_factory=list)  # row fields for the breakdown (bench.data.strata)
+    human_ceiling: bool = True  # gaze data with per-observer fixations: bench/ceiling.py
     source: str = "<dict>"
     # What loading changed and the user should be told (e.g. layout keys --root dropped); not
     # part of the resolved config.
@@ -127,6 +130,7 @@ class RunConfig:
             # Only when set, so that configs without it resolve (and hash) as they always did.
             **({"autocast": self.autocast} if self.autocast != "none" else {}),
             **({"strata": list(self.strata)} if self.strata else {}),
+            **({"human_ceiling": False} if not self.human_ceiling else {}),
             "dataset": self.dataset.to_dict(),
             "models": [m.to_dict("spec") for m in self.models],
             "methods": [m.to_dict() for m in self.methods],
@@ -147,6 +151,7 @@ _SCALARS: dict[str, type | tuple[type, ...]] = {
     "save_maps": bool,
     "autocast": str,
     "strata": list,
+    "human_ceiling": bool,
 }
 AUTOCAST = ("none", "bf16")
 SEED_MAX = 2**63 - 1

@@ -45,7 +45,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from bench import provenance, results
+from bench import ceiling, provenance, results
 from bench.batching import Prepared, PreparedSamples, collate_prepared
 from bench.config import RunConfig
 from bench.data.registry import load_dataset
@@ -313,6 +313,9 @@ def _run_locked(cfg, out: results.ResultsDir, dataset, methods, columns, indices
     models_file = out / results.MODELS
     models_info = json.loads(models_file.read_text()) if models_file.exists() else {}
     clock = timer or NO_CLOCK
+    ceiling_info = ceiling.info(dataset, columns, cfg.dataset.name) if cfg.human_ceiling else None
+    if ceiling_info is not None:
+        results.write_json(out / results.CEILING, ceiling_info)
     # Images the loader left out are recorded once per model (as every skip is), by one shard.
     drops = list(getattr(dataset, "dropped", ()) or ()) if shard is None or shard[0] == 0 else []
 
@@ -352,7 +355,10 @@ def _run_locked(cfg, out: results.ResultsDir, dataset, methods, columns, indices
                 results.write_json(models_file, models_info)
             todo = [i for i in indices if i not in done.of(bundle.spec)]
             loader = sample_loader(source, bundle.preprocess, todo, cfg, device)
-            n_rows, n_skipped = _run_model(run, loader, len(todo), writer, scorer, progress, on_batch, tally)
+            model_scorer = scorer
+            if n == 0 and ceiling_info is not None and ceiling_info["computed"]:
+                model_scorer = with_ceiling(scorer, dataset, columns, device)
+            n_rows, n_skipped = _run_model(run, loader, len(todo), writer, model_scorer, progress, on_batch, tally)
             if checks is not None and not checks.weights_unchanged(run):
                 raise RunError(f"{bundle.spec}: its trained weights changed during the sanity checks (a bug: they work on a copy); the rows written are kept")
             summary.rows_written += n_rows
@@ -378,6 +384,19 @@ def _bind_dataset(dataset: Any, bundle: Any, device: torch.device, prov: dict[st
     prov.setdefault("model_datasets", {})[bundle.spec] = bound.provenance
     results.write_json(out / results.PROVENANCE, prov)
     return bound, dataclasses.replace(bundle, preprocess=bound.preprocess)
+
+
+def with_ceiling(scorer: BatchScorer, dataset: Any, columns: Sequence[Any], device: torch.device) -> BatchScorer:
+    """``scorer`` plus the human ceiling's rows of each batch's samples (row stream
+    ``ceiling``, :mod:`bench.ceiling`): model-independent, so the engine asks for them with the
+    first model's batches only, and they are committed, resumed and merged with those."""
+
+    def score(run: ModelRun, batch: Sequence[Prepared]) -> BatchResult:
+        result = scorer(run, batch)
+        extra = ceiling.rows(dataset, columns, batch, run.spec, device=device)
+        return BatchResult({**result.rows, results.CEILING_ROWS.name: extra})
+
+    return score
 
 
 def _keep_session_times(out: results.ResultsDir, prov: dict[str, Any]) -> None:

@@ -160,6 +160,8 @@ def merge_shards(shard_dirs: Iterable[str | Path], out_dir: str | Path, *, allow
         cols = _read_json(s.path / results.COLUMNS)
         if cols != _read_json(first.path / results.COLUMNS):
             raise MergeError(f"{s.path}: metric columns differ from {first.path}")
+        if (first.path / results.CEILING).exists() and _read_json(s.path / results.CEILING) != _read_json(first.path / results.CEILING):
+            raise MergeError(f"{s.path}: its {results.CEILING} (the human ceiling's definition) differs from {first.path}'s")
     missing = sorted(set(range(n)) - set(seen))
     if missing and not allow_partial:
         raise MergeError(
@@ -209,6 +211,8 @@ def _write_merged(out: Path, first: Shard, shards: list[Shard], models: list[str
     missing = sorted(set(range(first.n)) - {s.k for s in shards})
     for name in (results.CONFIG, results.CONFIG_JSON, results.COLUMNS):
         shutil.copyfile(first.path / name, out / name)
+    if (first.path / results.CEILING).exists():  # gaze runs: what the human ceiling rows are
+        shutil.copyfile(first.path / results.CEILING, out / results.CEILING)
     rd = results.ResultsDir(out)
     for name, rows in merged.items():
         results.write_text(rd.stream_path(name), "".join(results.encode_row(r) + "\n" for r in rows))

@@ -19,6 +19,9 @@ streams are defined here and nowhere else (docs/design.md, "The results director
   counts once its (model, sample) is in it. A record with ``loader_drops`` marks a model's
   loader-drop skip records (``sample`` null: an image the dataset loader left out itself, e.g.
   one with no target or a broken record) durable the same way (:meth:`BatchWriter.commit_drops`);
+- gaze runs: ``ceiling.jsonl``, the human ceiling's row stream (one row per image, written with
+  the first model's batches), and ``ceiling.json`` (:data:`CEILING`), what the ceiling is or why
+  the data gives none (:mod:`bench.ceiling`);
 - ``maps/`` (``--save-maps``): every scored map, see :mod:`bench.maps_io`;
 - ``leaderboard.*``, ``figures/``, ``report.html``: rendered, always recomputable from the rows;
 - ``.groundbench-results`` (:data:`MARKER`): written when groundbench creates the folder. Only a
@@ -77,6 +80,8 @@ SKIPPED = "skipped.jsonl"
 PROGRESS = "progress.jsonl"
 SANITY = "sanity.jsonl"
 MAPS = "maps"
+CEILING = "ceiling.json"  # gaze runs: what the human ceiling is, or why there is none (bench.ceiling)
+CEILING_ROWS_FILE = "ceiling.jsonl"
 MARKER = ".groundbench-results"
 LOCK = ".groundbench-lock"
 # Files groundbench keeps when it empties a folder for ``--fresh``: the lock being held.
@@ -178,6 +183,9 @@ SKIP_ROWS = register_stream("skipped", SKIPPED)
 # The [sanity] checks' rows (bench.sanity.rows): declared here, with the directory's other
 # files, so that resume and merge know the stream in every process.
 SANITY_ROWS = register_stream("sanity", SANITY, key=("model", "method", "sample", "target", "test", "step", "other"))
+# Gaze runs: the human ceiling, one row per image (bench.ceiling), written with the first
+# model's batches (the ceiling does not depend on the model).
+CEILING_ROWS = register_stream("ceiling", CEILING_ROWS_FILE, key=("sample",))
 
 
 def _clean(value: Any) -> Any:

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from bench import provenance, results
+from bench import ceiling, provenance, results
 from bench.batching import Prepared, PreparedSamples, collate_prepared
 from bench.config import Component
 from bench.map_files import MAP_SUFFIXES, MapEntry, MapFileError, MapReader, Unused, as_single, read_file, scan_folder
@@ -233,6 +233,10 @@ def _score_into(rd, sets, ds, dataset, metrics, columns, dev, name, seed, maps_d
     results.write_json(out / results.PROVENANCE, provenance.collect(config, dev, getattr(ds, "manifest", None)))
     results.write_json(out / results.MODELS, {s.model: {"info": {}, "maps": str(s.folder.parent)} for s in sets})
 
+    # Gaze data with per-observer fixations: the human ceiling beside the rows, as a run has it.
+    ceiling_info = ceiling.info(ds, columns, dataset.name)
+    if ceiling_info is not None:
+        results.write_json(out / results.CEILING, ceiling_info)
     summary = ScoreSummary(out, map_sets=sets)
     prepared = PreparedSamples(ds, lambda image: torch.empty(0), range(len(ds)))
     with rd.open() as writer:
@@ -254,7 +258,10 @@ def _score_into(rd, sets, ds, dataset, metrics, columns, dev, name, seed, maps_d
                     if p.error is not None:
                         failed_images.add(p.image_id)
                     claimed.update((p.image_id, t.label) for t in p.targets)
-                writer.commit(model, [p.index for p in batch], [p.digest for p in batch], {results.SCORE_ROWS.name: rows, results.SKIP_ROWS.name: skips})
+                streams = {results.SCORE_ROWS.name: rows, results.SKIP_ROWS.name: skips}
+                if model == sets[0].model and ceiling_info is not None and ceiling_info["computed"]:
+                    streams[results.CEILING_ROWS.name] = ceiling.rows(ds, columns, batch, model, device=dev)
+                writer.commit(model, [p.index for p in batch], [p.digest for p in batch], streams)
                 summary.rows_written += len(rows)
                 summary.skipped += len(skips)
             strays = [r for s in model_sets for r in _unused(s, claimed, failed_images)]

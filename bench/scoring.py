@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from bench import results
-from bench.batching import Job, Prepared, target_problem, truth_for
+from bench.batching import Job, Prepared, target_problem, truth_for, unscored_metrics
 from bench.config import Component
 from bench.data.annotations import pointing_difficult
 from bench.data.sample import TOP1
@@ -244,7 +244,8 @@ class BatchFeature(Protocol):
 def expand_jobs(run: ModelRun, batch: Sequence[Prepared]) -> tuple[list[Job], list[dict[str, Any]]]:
     """One job per (sample, target) the run can score; skip records for the rest, in batch and
     target order: a sample not loaded, an image without targets, a class the model has no output
-    for, a target without ground truth (:func:`bench.batching.target_problem`)."""
+    for, a target without ground truth (:func:`bench.batching.target_problem`); and, beside a
+    job, why some columns cannot score it (:func:`bench.batching.unscored_metrics`)."""
     jobs: list[Job] = []
     skips: list[dict[str, Any]] = []
     for pos, p in enumerate(batch):
@@ -264,6 +265,9 @@ def expand_jobs(run: ModelRun, batch: Sequence[Prepared]) -> tuple[list[Job], li
                 skips.append(results.skip_record(run.spec, p.index, p.image_id, t.label, problem))
                 continue
             jobs.append(Job(pos, t, candidates=cands))
+            note = unscored_metrics(p, run.columns)
+            if note is not None:
+                skips.append(results.skip_record(run.spec, p.index, p.image_id, t.label, note))
     return jobs, skips
 
 

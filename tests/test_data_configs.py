@@ -11,7 +11,8 @@ from bench.config import load_config
 from bench.data.registry import load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = ["coco_sample.toml", "osie_sample.toml", "coco_panoptic_sample.toml"]
+CONFIGS = ["coco_sample.toml", "osie_sample.toml", "coco_panoptic_sample.toml", "mit1003_sample.toml", "salicon_sample.toml"]
+GAZE_CONFIGS = ["osie_sample.toml", "mit1003_sample.toml", "salicon_sample.toml"]
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -34,7 +35,11 @@ def test_coco_config_has_the_required_rows_and_columns():
     assert {"pointing_game", "mass_accuracy", "best_iou"} <= {m.name for m in cfg.metrics}
 
 
-def test_osie_config_is_a_gaze_leaderboard_with_the_center_row():
-    cfg = load_config(REPO / "configs" / "osie_sample.toml")
-    assert "center" in {m.name for m in cfg.methods}
-    assert [m.name for m in cfg.metrics] == ["nss", "auc_judd", "shuffled_auc", "cc", "kl_div", "sim"]
+@pytest.mark.parametrize("name", GAZE_CONFIGS)
+def test_gaze_configs_are_gaze_leaderboards_with_the_center_rows(name):
+    cfg = load_config(REPO / "configs" / name)
+    assert {"gradcam", "center", "center_product"} <= {m.name for m in cfg.methods}
+    assert [m.name for m in cfg.metrics] == [
+        "nss", "auc_judd", "shuffled_auc", "cc", "kl_div", "sim", "information_gain", "log_likelihood"
+    ]
+    assert cfg.human_ceiling

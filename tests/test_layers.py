@@ -13,7 +13,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 # Lowest first. A module may import its own layer and the ones below it.
 LAYERS = (
-    ("foundation", ("bench", "bench.registry", "bench.results", "bench.provenance", "bench.sharding", "bench.maps_io", "bench.host_allocator", "bench.map_files")),
+    ("foundation", ("bench", "bench.registry", "bench.results", "bench.provenance", "bench.sharding", "bench.maps_io", "bench.host_allocator", "bench.map_files", "bench.density")),
     ("data", ("bench.data",)),
     ("models", ("bench.models",)),
     ("methods", ("bench.methods",)),
@@ -21,7 +21,7 @@ LAYERS = (
     ("metrics", ("bench.metrics",)),
     ("sanity", ("bench.sanity",)),
     ("config", ("bench.config",)),
-    ("engine", ("bench.batching", "bench.scoring", "bench.engine", "bench.saved_maps", "bench.merge", "bench.sanity.scorer", "bench.reliance")),
+    ("engine", ("bench.batching", "bench.scoring", "bench.ceiling", "bench.engine", "bench.saved_maps", "bench.merge", "bench.sanity.scorer", "bench.reliance")),
     ("report", ("bench.report",)),
     ("perf", ("bench.perf",)),
     ("cli", ("bench.cli", "bench.__main__", "bench.api")),

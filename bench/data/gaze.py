@@ -30,6 +30,10 @@ What a gaze :class:`Sample` carries:
   with the dataset's own parameters: OSIE sigma 24 px, zero padding, window 7 sigma (its
   ``computeFixationMaps.m``: ``fspecial('gaussian', ceil(7*24), 24)``, ``imfilter(..., 0)``);
   SALICON sigma 19 px, reflected borders (salicon-api ``buildFixMap``);
+- per-observer fixations, where the data records who made each point (OSIE's subjects,
+  SALICON's workers; MIT1003's and CAT2000's pooled fixation maps do not):
+  :meth:`GazeDataset.observer_points`, the input of the human ceiling (:mod:`bench.ceiling`);
+  they are not part of the Sample, which the methods and metrics see;
 - ``other_fixations``: the shuffled-AUC negatives: the fixations of ``shuffle_images`` (default
   10) other images of the dataset, chosen by ``numpy.random.default_rng([seed, index])``
   (the same for every run, shard and worker), each rescaled to this image's size by pixel
@@ -101,14 +105,27 @@ SALICON_BLUR = Blur(sigma=19.0, mode="reflect", truncate=4.0)
 
 
 Size = tuple[int, int]
-PointReader = Callable[[], tuple[np.ndarray, "Size | None"]]
+
+
+@dataclass(frozen=True)
+class ReadPoints:
+    """What a per-image point file holds, converted: Nx2 (x, y) points, the (H, W) the file
+    states (a fixation map's shape) or None, and per point the observer who made it (None where
+    the file pools observers)."""
+
+    points: np.ndarray
+    size: Size | None = None
+    observers: np.ndarray | None = None
+
+
+PointReader = Callable[[], ReadPoints]
 
 
 @dataclass
 class GazeRecord:
     """One image and where its gaze data is. ``points`` are already converted (0-based x, y);
-    ``read_points`` loads them lazily where they live in per-image files, with the (H, W) the
-    file states (a fixation map's shape) or None."""
+    ``read_points`` loads them lazily where they live in per-image files. ``observers``: per
+    point, the index of the observer who made it, where the data says (else None)."""
 
     image_id: str
     image: Path
@@ -116,6 +133,7 @@ class GazeRecord:
     read_points: PointReader | None = None
     density: Path | None = None
     size: Size | None = None  # (H, W) when the annotation states it
+    observers: np.ndarray | None = None
 
 
 def pixel_of(points: np.ndarray) -> np.ndarray:
@@ -150,7 +168,7 @@ def mat_v73_message(path: Path) -> str:
     )
 
 
-def read_mat_points(path: Path) -> tuple[np.ndarray, tuple[int, int]]:
+def read_mat_points(path: Path) -> ReadPoints:
     """Points and (H, W) of a binary fixation-map ``.mat`` (MIT ``fixations``, CAT2000
     ``fixLocs``)."""
     try:
@@ -164,7 +182,7 @@ def read_mat_points(path: Path) -> tuple[np.ndarray, tuple[int, int]]:
             fixmap = np.asarray(data[key])
             if fixmap.ndim != 2:
                 raise DatasetFormatError(f"{path}: {key!r} is {fixmap.shape}, expected a 2-D map")
-            return points_from_map(fixmap), (int(fixmap.shape[0]), int(fixmap.shape[1]))
+            return ReadPoints(points_from_map(fixmap), (int(fixmap.shape[0]), int(fixmap.shape[1])))
     raise DatasetFormatError(
         f"{path}: no fixation map under any of {MAT_POINT_KEYS} (keys: "
         f"{[k for k in data if not k.startswith('__')]})"
@@ -200,7 +218,7 @@ class GazeDataset(Dataset):
         self.manifest = manifest.to_dict() if manifest is not None else None
         # Points read from per-image files, most recently used last; bounded so that memory
         # stays flat however large the dataset (each sample reads ~shuffle_images others).
-        self._points: OrderedDict[int, tuple[np.ndarray | None, Size]] = OrderedDict()
+        self._points: OrderedDict[int, tuple[np.ndarray | None, Size, np.ndarray | None]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.records)
@@ -208,19 +226,34 @@ class GazeDataset(Dataset):
     def points(self, index: int) -> tuple[np.ndarray | None, Size]:
         """Converted points (None if the data has none for this image) and the image's (H, W),
         without decoding the image."""
+        pts, size, _ = self._read(index)
+        return pts, size
+
+    def _read(self, index: int) -> tuple[np.ndarray | None, Size, np.ndarray | None]:
         if index in self._points:
             self._points.move_to_end(index)
             return self._points[index]
         rec = self.records[index]
-        pts, size = rec.points, rec.size
+        pts, size, observers = rec.points, rec.size, rec.observers
         if pts is None and rec.read_points is not None:
-            pts, stated = rec.read_points()
-            size = size or stated
-        found = (pts, size or image_size(rec.image))
+            read = rec.read_points()
+            pts, size, observers = read.points, size or read.size, read.observers
+        found = (pts, size or image_size(rec.image), observers)
         self._points[index] = found
         if len(self._points) > POINTS_CACHE:
             self._points.popitem(last=False)
         return found
+
+    def observer_points(self, index: int) -> tuple[list[np.ndarray], Size] | None:
+        """Per observer (in the order of their ids), the points whose pixel is in the image, as
+        ``__getitem__`` keeps them, and the image's (H, W); None where the data does not say
+        who made each point. An observer with no point in the image is left out."""
+        pts, (h, w), observers = self._read(index)
+        if pts is None or observers is None:
+            return None
+        keep = inside(pts, h, w)
+        pts, observers = pts[keep].astype(np.float32), observers[keep]
+        return [pts[observers == k] for k in np.unique(observers)], (h, w)
 
     def other_fixations(self, index: int, h: int, w: int) -> torch.Tensor | None:
         n = len(self.records)
@@ -340,8 +373,8 @@ def osie_records(
     for entry in np.atleast_1d(entries):
         try:
             name = str(entry.img)
-            xs, ys = [], []
-            for subject in np.atleast_1d(entry.subjects):
+            xs, ys, who = [], [], []
+            for k, subject in enumerate(np.atleast_1d(entry.subjects)):
                 fx = np.atleast_1d(np.asarray(subject.fix_x, dtype=np.float64))
                 fy = np.atleast_1d(np.asarray(subject.fix_y, dtype=np.float64))
                 if fx.shape != fy.shape:
@@ -349,6 +382,7 @@ def osie_records(
                 start = 1 if drop_first_fixation else 0
                 xs.append(fx[start:])
                 ys.append(fy[start:])
+                who.append(np.full(len(fx[start:]), k, dtype=np.int64))
         except (AttributeError, ValueError) as exc:
             raise DatasetFormatError(f"{mat}: malformed entry ({exc})") from exc
         path = folder / name
@@ -360,7 +394,8 @@ def osie_records(
         y1 = np.concatenate(ys) if ys else np.zeros(0)
         # 1-based MATLAB pixel coordinates -> 0-based.
         pts = np.stack([x1 - 1.0, y1 - 1.0], axis=1).astype(np.float32)
-        records.append(GazeRecord(image_id=Path(name).stem, image=path, points=pts))
+        observers = np.concatenate(who) if who else np.zeros(0, dtype=np.int64)
+        records.append(GazeRecord(image_id=Path(name).stem, image=path, points=pts, observers=observers))
     return records, {"missing_image": missing}, dropped
 
 
@@ -393,10 +428,10 @@ def osie(
 # -- MIT1003 -------------------------------------------------------------------------------------
 
 
-def read_map_image_points(path: Path, threshold: float) -> tuple[np.ndarray, Size]:
+def read_map_image_points(path: Path, threshold: float) -> ReadPoints:
     """Points and (H, W) of a fixation-point image (MIT1003 ``*_fixPts.jpg``)."""
     fixmap = load_gray(path)
-    return points_from_map(fixmap, threshold), (int(fixmap.shape[0]), int(fixmap.shape[1]))
+    return ReadPoints(points_from_map(fixmap, threshold), (int(fixmap.shape[0]), int(fixmap.shape[1])))
 
 
 def mit1003_records(
@@ -515,25 +550,34 @@ def salicon_json_records(annotation_file: Path, image_dir: Path) -> list[GazeRec
     if "images" not in data or "annotations" not in data:
         raise DatasetFormatError(f"{annotation_file}: no 'images'/'annotations' (not SALICON)")
     points: dict[int, list] = {}
+    workers: dict[int, list] = {}
     for ann in data["annotations"]:
-        points.setdefault(ann["image_id"], []).extend(ann.get("fixations", []))
+        fixations = ann.get("fixations", [])
+        points.setdefault(ann["image_id"], []).extend(fixations)
+        # Who recorded each point: the worker (one annotation per worker and image in SALICON;
+        # an annotation without a worker id counts as its own observer).
+        who = ann.get("worker_id", f"annotation {ann.get('id')}")
+        workers.setdefault(ann["image_id"], []).extend([who] * len(fixations))
     records = []
     for info in data["images"]:
         raw = np.asarray(points.get(info["id"], []), dtype=np.float64).reshape(-1, 2)
         # [row, col], 1-based -> x = col - 1, y = row - 1.
         pts = np.stack([raw[:, 1] - 1.0, raw[:, 0] - 1.0], axis=1).astype(np.float32)
+        who = np.asarray([str(w) for w in workers.get(info["id"], [])])
+        observers = np.unique(who, return_inverse=True)[1] if len(who) else np.zeros(0, np.int64)
         records.append(
             GazeRecord(
                 image_id=Path(info["file_name"]).stem,
                 image=image_dir / info["file_name"],
                 points=pts,
                 size=(int(info["height"]), int(info["width"])),
+                observers=np.asarray(observers, dtype=np.int64).reshape(-1),
             )
         )
     return records
 
 
-def read_salicon_mat_points(path: Path, kind: str) -> tuple[np.ndarray, Size | None]:
+def read_salicon_mat_points(path: Path, kind: str) -> ReadPoints:
     """Points of a SALICON LSUN-2017 ``.mat``: every observer's ``kind`` field ([x, y],
     1-based), pooled. No size: the file's ``resolution`` order is undocumented, so the image
     header gives the size."""
@@ -545,15 +589,17 @@ def read_salicon_mat_points(path: Path, kind: str) -> tuple[np.ndarray, Size | N
         raise DatasetFormatError(mat_v73_message(path)) from exc
     except (OSError, ValueError) as exc:
         raise DatasetFormatError(f"{path}: cannot read .mat file ({exc})") from exc
-    chunks = []
-    for observer in np.atleast_1d(gaze):
+    chunks, who = [], []
+    for k, observer in enumerate(np.atleast_1d(gaze)):
         if not hasattr(observer, kind):
             raise DatasetFormatError(f"{path}: gaze entries have no {kind!r} field")
         raw = np.asarray(getattr(observer, kind), dtype=np.float64).reshape(-1, 2)
         # [x, y], 1-based -> 0-based.
         chunks.append(raw - 1.0)
+        who.append(np.full(len(raw), k, dtype=np.int64))  # one gaze entry per observer
     pts = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, 2), np.float32)
-    return pts, None
+    observers = np.concatenate(who) if who else np.zeros(0, np.int64)
+    return ReadPoints(pts, None, observers)
 
 
 def salicon_mat_records(fixation_dir: Path, image_dir: Path, map_dir: Path | None,

@@ -8,6 +8,7 @@ constant / NaN maps, empty masks, normalisation) are in its docstring and pinned
 from bench.metrics.base import METRICS, MapStats, MetricInfo, ModelAccess, TruthBatch, register_metric
 from bench.metrics.faithfulness import average_drop, deletion, increase_in_confidence, insertion
 from bench.metrics.gaze import auc_judd, cc, kl_div, nss, shuffled_auc, sim
+from bench.metrics.information import information_gain, log_likelihood, map_density
 from bench.metrics.leakage import context_pointing_rate, density_ratio, leakage
 from bench.metrics.overlap import (
     best_iou,
@@ -51,4 +52,7 @@ __all__ = [
     "cc",
     "kl_div",
     "sim",
+    "log_likelihood",
+    "information_gain",
+    "map_density",
 ]

@@ -25,7 +25,10 @@ class Leaderboard:
     """``cells``: one row per (model, method, subset, metric) with estimate, low, high, n,
     n_undefined, rank (rendered by :mod:`bench.report.render`). ``facts``: per-model facts. ``skipped``: reason -> count.
     ``reliance``, ``validity``: a run with ``[reliance]``: the measured reliance summary and the
-    validity table (:func:`bench.report.validity.measured`); empty otherwise."""
+    validity table (:func:`bench.report.validity.measured`); empty otherwise.
+    Gaze runs (:mod:`bench.report.ceiling`): ``references``, the human ceiling's cells (same
+    columns, not ranked); ``fractions``, each method's fraction of the way from the centre prior
+    to the ceiling; ``notes``, what those are or why the run has none."""
 
     cells: pd.DataFrame
     metrics: dict[str, dict[str, Any]]
@@ -35,6 +38,9 @@ class Leaderboard:
     title: str = ""
     reliance: pd.DataFrame = field(default_factory=pd.DataFrame)
     validity: pd.DataFrame = field(default_factory=pd.DataFrame)
+    references: pd.DataFrame = field(default_factory=pd.DataFrame)
+    fractions: pd.DataFrame = field(default_factory=pd.DataFrame)
+    notes: list[str] = field(default_factory=list)
 
 
 def load_results(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -145,12 +151,28 @@ def build(path: Path, *, confidence: float = 0.95, n_resamples: int = 2000, seed
     cells = compute(df, columns, confidence=confidence, n_resamples=n_resamples, seed=seed)
     reliance, validity = measured(path, df, confidence=confidence, n_resamples=n_resamples, seed=seed)
     facts = {}
+    models_info: dict[str, Any] = {}
     models_file = path / results.MODELS
     if models_file.exists():
-        facts = {k: v.get("info", {}) for k, v in json.loads(models_file.read_text()).items()}
+        models_info = json.loads(models_file.read_text())
+        facts = {k: v.get("info", {}) for k, v in models_info.items()}
     skipped = skip_counts(results.read_rows(path / results.SKIPPED))
     cells, columns = _with_sanity(path, cells, columns, confidence=confidence, n_resamples=n_resamples, seed=seed)
-    return Leaderboard(cells, columns, facts, skipped, confidence, title=path.name, reliance=reliance, validity=validity)
+    lb = Leaderboard(cells, columns, facts, skipped, confidence, title=path.name, reliance=reliance, validity=validity)
+    _add_ceiling(lb, path, df, models_info, n_resamples=n_resamples, seed=seed)
+    return lb
+
+
+def _add_ceiling(lb: Leaderboard, path: Path, df: pd.DataFrame, models_info: dict[str, Any], *, n_resamples: int, seed: int) -> None:
+    """The human ceiling row, the fractions of the way to it, and their notes (gaze runs)."""
+    from bench.report import ceiling
+
+    rows, info = ceiling.load(path)
+    models = list(dict.fromkeys(df["model"])) if not df.empty else []
+    kw = dict(confidence=lb.confidence, n_resamples=n_resamples, seed=seed)
+    lb.references = ceiling.reference_cells(rows, lb.metrics, models, **kw)
+    lb.fractions = ceiling.fraction_cells(df, rows, info, ceiling.center_labels(models_info), **kw)
+    lb.notes = ceiling.notes(info, not lb.fractions.empty)
 
 
 def skip_counts(records: list[dict[str, Any]]) -> dict[str, int]:

@@ -126,13 +126,30 @@ def leaderboard_tables(lb: Leaderboard, by_class: pd.DataFrame | None = None) ->
     # A run with sanity checks: each method's verdict is a key column beside its name.
     keys = ["model", "method", "sanity"] if "sanity" in cells.columns else ["model", "method"]
     for subset in dict.fromkeys(cells["subset"]) if not cells.empty else []:
+        part = cells[cells.subset == subset]
+        refs = lb.references[lb.references.subset == subset] if not lb.references.empty else lb.references
+        if not refs.empty:
+            # The human ceiling (gaze runs): a reference row after each model's methods, unranked.
+            part = pd.concat([part, mark(refs)], ignore_index=True)
+            order = {m: i for i, m in enumerate(dict.fromkeys(part["model"]))}
+            part = part.sort_values("model", key=lambda s: s.map(order), kind="stable")
         out.append(
             make_table(
-                cells[cells.subset == subset],
+                part.fillna({"sanity": ""}) if "sanity" in keys else part,
                 keys,
                 metrics,
                 anchor=f"subset-{subset}",
                 title=SUBSET_TITLES.get(subset, f"Subset: {subset}"),
+            )
+        )
+    if not lb.fractions.empty:
+        out.append(
+            make_table(
+                mark(lb.fractions),
+                ["model", "method"],
+                metrics,
+                anchor="fraction-of-ceiling",
+                title="Fraction of the way from the centre prior (0) to the human ceiling (1)",
             )
         )
     if by_class is not None and not by_class.empty:
@@ -246,6 +263,7 @@ def render_text(lb: Leaderboard, by_class: pd.DataFrame | None = None) -> str:
         out.append("\n(no scored rows)")
     out.append("\nmetrics:")
     out.extend(f"  {line}" for line in metric_lines(lb))
+    out.extend(f"  {line}" for line in lb.notes)
     facts = model_facts_lines(lb.facts)
     if facts:
         out.append("\nmodels:")
@@ -299,7 +317,7 @@ def render_markdown(lb: Leaderboard, by_class: pd.DataFrame | None = None, *, he
         out += [markdown_table(t, lb.metrics) if t.rows else "(no rows)", ""]
     if not tables:
         out += ["(no scored rows)", ""]
-    out += [f"{h}# Metrics", ""] + [f"- {_md_escape(line)}" for line in metric_lines(lb)] + [""]
+    out += [f"{h}# Metrics", ""] + [f"- {_md_escape(line)}" for line in [*metric_lines(lb), *lb.notes]] + [""]
     facts = model_facts_lines(lb.facts)
     if facts:
         out += [f"{h}# Models", ""] + [f"- {_md_escape(line)}" for line in facts] + [""]
@@ -336,6 +354,9 @@ CSV_COLUMNS = [
 def cells_frame(lb: Leaderboard, by_class: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every cell, overall ones (``class`` empty) then per-class ones, with the flags."""
     parts = [mark(lb.cells).assign(**{"class": ""})] if not lb.cells.empty else []
+    for extra in (lb.references, lb.fractions):  # gaze runs: the human ceiling, unranked
+        if not extra.empty:
+            parts.append(mark(extra).assign(**{"class": ""}))
     if by_class is not None and not by_class.empty:
         parts.append(mark(by_class))
     if not parts:
@@ -463,7 +484,7 @@ def render_latex(lb: Leaderboard, by_class: pd.DataFrame | None = None) -> str:
         "% needs \\usepackage{booktabs}" + (" and \\usepackage{longtable} (per-class tables)" if needs_longtable else ""),
         "% " + legend(lb),
     ]
-    out += [f"% {line}" for line in metric_lines(lb)]
+    out += [f"% {line}" for line in [*metric_lines(lb), *lb.notes]]
     out += [f"% {line}" for line in model_facts_lines(lb.facts)]
     if lb.skipped:
         out.append("% " + skipped_line(lb))
@@ -547,7 +568,7 @@ def html_tables(lb: Leaderboard, by_class: pd.DataFrame | None = None, *, level:
     for t in per_class:
         t.anchor = anchor_prefix + t.anchor
         out.append(f"<details><summary>{html.escape(t.title)}</summary>{html_table(t, lb.metrics)}</details>")
-    out.append('<p class="legend"><strong>Metrics</strong></p><ul class="meta">' + "".join(f"<li>{html.escape(line)}</li>" for line in metric_lines(lb)) + "</ul>")
+    out.append('<p class="legend"><strong>Metrics</strong></p><ul class="meta">' + "".join(f"<li>{html.escape(line)}</li>" for line in [*metric_lines(lb), *lb.notes]) + "</ul>")
     facts = model_facts_lines(lb.facts)
     if facts:
         out.append('<p class="legend"><strong>Models</strong></p><ul class="meta">' + "".join(f"<li>{html.escape(line)}</li>" for line in facts) + "</ul>")

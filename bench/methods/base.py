@@ -133,11 +133,6 @@ class AttributionMethod(abc.ABC):
             return bound
         return self
 
-    def check_model(self, model: nn.Module) -> None:
-        """Refuse, before any row is computed, a model this method cannot run on at all (raise
-        :class:`MethodConfigError` saying why); a run that would skip every row must stop
-        instead. The default accepts every model."""
-
     # -- computation ----------------------------------------------------------------------
     @abc.abstractmethod
     def attribute(
@@ -418,8 +413,7 @@ class CAMMethod(AttributionMethod):
     defaults: ClassVar[dict[str, Any]] = {"layer": None, "relu": True, "reshape": "auto", "prefix_tokens": None}
     choices: ClassVar[dict[str, tuple[Any, ...]]] = {"reshape": ("auto", "tokens")}
 
-    def __init__(self, **params: Any):
-        super().__init__(**params)
+    def validate(self) -> None:
         check_prefix_tokens(self.name, self.params.get("prefix_tokens"))
 
     def attribute(self, model, inputs, targets, *, seeds=None):

@@ -202,7 +202,7 @@ class RawAttention(RolloutMethod):
     ignored."""
 
     name = "raw_attention"
-    defaults = {**RolloutMethod.defaults, "head_fusion": "mean", "block": -1}
+    defaults = {"head_fusion": "mean", "block": -1}
     choices = {"head_fusion": ("mean", "max", "min")}
     description = "raw attention: the class token's attention over the patches in one block (last by default); ViT-style models"
 

@@ -185,7 +185,7 @@ class ViTTrainConfig:
     mlp_ratio: int = 2
     stem: str = "conv"
     n_train: int = 3000
-    epochs: int = 30
+    epochs: int = 15
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.05

@@ -52,7 +52,7 @@ CASES = {
     "unknown_dataset_key": (('split = "test"', 'splt = "test"'),
                             r"unknown key 'splt' in \[dataset\] \(loader 'harbor'\); did you mean 'split'\?"),
     "unknown_model_adapter": (('spec = "harbor:contextual"', 'spec = "harbr:contextual"'),
-                              r"models\[0\] spec 'harbr:contextual': unknown model adapter 'harbr'; did you mean 'harbor'\?"),
+                              r"models\[0\] spec 'harbr:contextual': unknown model adapter 'harbr'; did you mean 'harbor' or 'harbor_vit'\?"),
     "unknown_method_parameter": (('name = "gradcam"', 'name = "gradcam"\nlayr = "features"'),
                                  r"method 'gradcam' has no parameter 'layr'; did you mean 'layer'\?"),
     "unknown_metric_parameter": (("tolerance = 6.0", "tolerence = 6.0"),

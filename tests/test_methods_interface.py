@@ -20,11 +20,11 @@ EXPECTED = {
     "gradient": "gradient", "gradient_x_input": "gradient", "smoothgrad": "gradient",
     "integrated_gradients": "gradient",
     "occlusion": "perturbation", "rise": "perturbation",
-    "attention_rollout": "transformer", "grad_rollout": "transformer",
+    "attention_rollout": "transformer", "grad_rollout": "transformer", "raw_attention": "transformer",
     "center": "baseline", "uniform": "baseline", "random": "baseline",
 }
 # Methods whose map does not depend on the target by design.
-CLASS_AGNOSTIC = {"eigencam", "attention_rollout", "center", "uniform", "random"}
+CLASS_AGNOSTIC = {"eigencam", "attention_rollout", "raw_attention", "center", "uniform", "random"}
 # Small settings so the batch test stays fast; internal batch sizes that do not divide the work
 # so chunk boundaries fall inside images.
 SMALL = {

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from bench.methods.tokens import find_token_grid, tokens_to_grid
 from bench.registry import Registry, UnknownNameError, check_params
 
 FAMILIES = ("cam", "gradient", "perturbation", "transformer", "baseline")
@@ -229,6 +230,12 @@ def create_method(name: str, **params: Any) -> AttributionMethod:
 # -- shared helpers ----------------------------------------------------------------------------
 
 
+def check_prefix_tokens(method: str, value: Any) -> None:
+    """``prefix_tokens`` is None (the model's own count) or a whole number of tokens, 0 or more."""
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise MethodConfigError(f"method {method!r} parameter 'prefix_tokens' must be an integer >= 0, got {value!r}")
+
+
 def image_seeds(seeds: Sequence[int] | None, batch: int) -> list[int]:
     """One seed per image; ``None`` gives every image seed 0, so an image's map never depends on
     where it sits in a batch."""
@@ -392,11 +399,22 @@ class CAMMethod(AttributionMethod):
 
     Subclasses only say how channels are weighed or combined. Maps are at the target layer's
     resolution (the engine resizes them to the image).
+
+    Transformer layers: a layer whose output is a token sequence B x T x C (a ViT block) is
+    turned into B x C x h x w on the patch grid before :meth:`combine` sees it, activations and
+    gradients alike, with the prefix tokens (class, distillation, registers) dropped (see
+    :mod:`bench.methods.tokens`). ``reshape="auto"`` (default) does so when the model gives its
+    grid (timm's ``patch_embed.grid_size``), ``reshape="tokens"`` also when it does not (grid
+    from the input's aspect ratio); ``prefix_tokens`` overrides the model's own count.
     """
 
     family = "cam"
     needs_grad = True
-    defaults: ClassVar[dict[str, Any]] = {"layer": None, "relu": True}
+    defaults: ClassVar[dict[str, Any]] = {"layer": None, "relu": True, "reshape": "auto", "prefix_tokens": None}
+    choices: ClassVar[dict[str, tuple[Any, ...]]] = {"reshape": ("auto", "tokens")}
+
+    def validate(self) -> None:
+        check_prefix_tokens(self.name, self.params.get("prefix_tokens"))
 
     def attribute(self, model, inputs, targets, *, seeds=None):
         layer = self.params.get("layer")
@@ -408,11 +426,26 @@ class CAMMethod(AttributionMethod):
             acts = cap.activation
             if acts is None:
                 raise RuntimeError(f"layer {layer!r} was not reached in the forward pass")
-            if acts.ndim != 4:
-                raise ValueError(f"layer {layer!r} output must be BxCxhxw, got {tuple(acts.shape)}")
+            if acts.ndim == 4 and self.params.get("reshape") == "tokens":
+                raise ValueError(
+                    f"layer {layer!r} output is a feature map {tuple(acts.shape)}, but reshape = "
+                    "'tokens' says it is a token sequence B x T x C; drop reshape or name a token layer"
+                )
+            if acts.ndim not in (3, 4):
+                raise ValueError(
+                    f"layer {layer!r} output must be BxCxhxw (a feature map) or BxTxC (transformer "
+                    f"tokens), got {tuple(acts.shape)}"
+                )
             grads = None
             if self.needs_grad:
                 (grads,) = torch.autograd.grad(target_scores(logits, targets).sum(), acts)
+        if acts.ndim == 3:
+            grid = find_token_grid(
+                model, acts.shape[1], tuple(inputs.shape[-2:]), self.params.get("prefix_tokens"),
+                need_model=self.params.get("reshape", "auto") == "auto",
+            )
+            acts = tokens_to_grid(acts, grid)
+            grads = None if grads is None else tokens_to_grid(grads, grid)
         cam = self.combine(model, x.detach(), targets, acts.detach(), grads, logits.detach())
         if self.params.get("relu", True):
             cam = torch.relu(cam)

@@ -2,7 +2,8 @@
 
 Notation: A (BxCxhxw) is the target layer's output, g = d score / d A its gradient, where the
 score is the target's logit. Every map is at the layer's resolution and rectified (ReLU) unless
-``relu=False``.
+``relu=False``. On a Vision Transformer the layer's tokens (B x T x C) become A on the patch grid
+first, prefix tokens dropped (:class:`bench.methods.base.CAMMethod`, :mod:`bench.methods.tokens`).
 """
 
 from __future__ import annotations

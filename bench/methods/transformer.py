@@ -4,33 +4,43 @@ Convention for finding the attention: every submodule whose qualified name match
 expression ``attn_pattern`` (default ``attn_drop$``) must output that block's attention
 probabilities, shape B x heads x T x T (rows sum to 1), once per forward, in block order. This is
 timm's ``Attention`` layout (``attn = softmax(q k^T / sqrt(d)); attn = self.attn_drop(attn)``),
-also used by DeiT and vit-explain; a model of another layout can name any module that outputs
-the probabilities (e.g. an ``nn.Identity`` placed after the softmax). timm's fused attention
-(``F.scaled_dot_product_attention``) never materialises the probabilities, so ``attn_drop`` does
-not run: disable it first (``timm.layers.set_fused_attn(False)`` before creating the model, or
-``TIMM_FUSED_ATTN=0``).
+also used by DeiT, vit-explain and the harbor ViT; a model of another layout can name any module
+that outputs the probabilities (e.g. an ``nn.Identity`` placed after the softmax).
+
+Fused attention: timm computes attention with ``F.scaled_dot_product_attention`` by default,
+which never materialises the probabilities, so ``attn_drop`` would not run. Every method here
+switches it off for its own forward passes (each module's ``fused_attn`` flag, timm's per-module
+switch, is set to False and restored afterwards), so rollout works on a timm model as created,
+and nothing changes for the other methods of the run.
 
 Tokens: the first ``prefix_tokens`` tokens are not patches (the class token, plus distillation
-or register tokens); the class token is token 0. The remaining tokens form the patch grid in
-row-major order, with the input's aspect ratio. Maps are at the patch grid's resolution.
+or register tokens); the class token is token 0. ``prefix_tokens`` defaults to the model's own
+``num_prefix_tokens`` (timm, the harbor ViT), else 1. The remaining tokens form the patch grid in
+row-major order: the model's ``patch_embed.grid_size`` where it has one, else the input's aspect
+ratio (:mod:`bench.methods.tokens`). Maps are at the patch grid's resolution.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 
-from bench.methods.base import AttributionMethod, MethodConfigError, register_method, target_scores
+from bench.methods.base import (
+    AttributionMethod,
+    MethodConfigError,
+    check_prefix_tokens,
+    register_method,
+    target_scores,
+)
+from bench.methods.tokens import find_token_grid, patch_row
 
 
-@contextmanager
-def capture_attention(model: nn.Module, pattern: str) -> Iterator[list[torch.Tensor]]:
-    """Collect the outputs of the modules matching ``pattern`` during a forward pass."""
+def attention_modules(model: nn.Module, pattern: str) -> list[tuple[str, nn.Module]]:
+    """The modules whose qualified name matches ``pattern``; none is a configuration error."""
     regex = re.compile(pattern)
     modules = [(n, m) for n, m in model.named_modules() if n and regex.search(n)]
     if not modules:
@@ -38,6 +48,29 @@ def capture_attention(model: nn.Module, pattern: str) -> Iterator[list[torch.Ten
             f"no module name matches attn_pattern {pattern!r}; name the modules that output the "
             "attention probabilities (B x heads x T x T)"
         )
+    return modules
+
+
+@contextmanager
+def unfused_attention(model: nn.Module) -> Iterator[int]:
+    """Switch off fused attention (timm's per-module ``fused_attn`` flag) while the context is
+    open, so the probabilities pass through ``attn_drop``; the flags are restored on exit.
+    Yields how many modules were switched."""
+    switched = [m for m in model.modules() if getattr(m, "fused_attn", None) is True]
+    for m in switched:
+        m.fused_attn = False
+    try:
+        yield len(switched)
+    finally:
+        for m in switched:
+            m.fused_attn = True
+
+
+@contextmanager
+def capture_attention(model: nn.Module, pattern: str) -> Iterator[list[torch.Tensor]]:
+    """Collect the outputs of the modules matching ``pattern`` during a forward pass, with
+    fused attention switched off."""
+    modules = attention_modules(model, pattern)
     seen: list[torch.Tensor] = []
 
     def hook(mod, _inp, out):
@@ -48,30 +81,41 @@ def capture_attention(model: nn.Module, pattern: str) -> Iterator[list[torch.Ten
 
     handles = [m.register_forward_hook(hook) for _, m in modules]
     try:
-        yield seen
+        with unfused_attention(model):
+            yield seen
     finally:
         for h in handles:
             h.remove()
 
 
-def _patch_maps(relevance: torch.Tensor, prefix: int, size: tuple[int, int]) -> torch.Tensor:
-    """Row of the class token over the patch tokens (B x T) -> B x gh x gw."""
-    b, t = relevance.shape
-    n = t - prefix
-    h, w = size
-    gh = max(1, round(math.sqrt(n * h / w)))
-    gw = n // gh
-    if n <= 0 or gh * gw != n:
-        raise ValueError(
-            f"{n} patch tokens (T={t}, prefix_tokens={prefix}) do not form a grid with the "
-            f"input's aspect ratio {h}x{w}; check prefix_tokens"
-        )
-    return relevance[:, prefix:].reshape(b, gh, gw)
+def class_token_map(model: nn.Module, rows: torch.Tensor, prefix_tokens: int | None, input_size) -> torch.Tensor:
+    """The class token's row over all tokens (B x T) -> its values on the patch grid, B x h x w."""
+    grid = find_token_grid(model, rows.shape[1], tuple(input_size), prefix_tokens)
+    return patch_row(rows, grid)
+
+
+def fuse_heads(attn: torch.Tensor, rule: str) -> torch.Tensor:
+    """B x heads x T x T -> B x T x T by the mean, max or min over heads."""
+    fused = getattr(attn.float(), rule)(dim=1)
+    return fused[0] if isinstance(fused, tuple) else fused  # max/min return (values, indices)
 
 
 class RolloutMethod(AttributionMethod):
     family = "transformer"
-    defaults = {"attn_pattern": r"attn_drop$", "prefix_tokens": 1}
+    defaults: dict[str, Any] = {"attn_pattern": r"attn_drop$", "prefix_tokens": None}
+
+    def validate(self) -> None:
+        check_prefix_tokens(self.name, self.params.get("prefix_tokens"))
+        try:
+            re.compile(self.params["attn_pattern"])
+        except re.error as exc:
+            raise MethodConfigError(f"method {self.name!r}: attn_pattern is not a regular expression: {exc}") from exc
+
+    def check_model(self, model: nn.Module, input_shape) -> None:
+        """A model without attention modules (a CNN) cannot run these methods at all: the run
+        stops before any row, instead of skipping every row of a run that then looks fine."""
+        super().check_model(model, input_shape)
+        attention_modules(model, self.params["attn_pattern"])
 
     def _forward(self, model, inputs, grad: bool):
         with capture_attention(model, self.params["attn_pattern"]) as attns, torch.set_grad_enabled(grad):
@@ -80,7 +124,8 @@ class RolloutMethod(AttributionMethod):
         if not attns:
             raise RuntimeError(
                 f"no module matching attn_pattern {self.params['attn_pattern']!r} ran in the forward "
-                "pass (timm: disable fused attention, see bench.methods.transformer)"
+                "pass: the model computes attention without them (a fused kernel other than timm's "
+                "fused_attn switch?); name the modules that output the probabilities"
             )
         return logits, attns
 
@@ -109,9 +154,7 @@ class AttentionRollout(RolloutMethod):
             raise MethodConfigError("attention_rollout: discard_ratio must be in [0, 1)")
         rollout = None
         for attn in attns:
-            fused = getattr(attn.float(), self.params["head_fusion"])(dim=1)
-            if isinstance(fused, tuple):  # max/min return (values, indices)
-                fused = fused[0]
+            fused = fuse_heads(attn, self.params["head_fusion"])
             b, t, _ = fused.shape
             k = int(t * t * ratio)
             if k > 0:
@@ -121,7 +164,7 @@ class AttentionRollout(RolloutMethod):
             a = 0.5 * fused + 0.5 * eye
             a = a / a.sum(dim=-1, keepdim=True)
             rollout = a if rollout is None else a @ rollout
-        return _patch_maps(rollout[:, 0], int(self.params["prefix_tokens"]), inputs.shape[-2:])
+        return class_token_map(model, rollout[:, 0], self.params["prefix_tokens"], inputs.shape[-2:])
 
 
 @register_method
@@ -147,4 +190,27 @@ class GradientRollout(RolloutMethod):
                     continue
                 a_bar = torch.relu(grad.float() * attn.float()).mean(dim=1)
                 rel = rel + a_bar @ rel
-        return _patch_maps(rel[:, 0], int(self.params["prefix_tokens"]), inputs.shape[-2:])
+        return class_token_map(model, rel[:, 0], self.params["prefix_tokens"], inputs.shape[-2:])
+
+
+@register_method
+class RawAttention(RolloutMethod):
+    """The attention itself: the class token's attention probabilities over the patch tokens in
+    one block (``block``, default -1: the last block that ran; 0 is the first), heads fused by
+    ``head_fusion`` (mean / max / min). No residual path, no product over blocks, no gradient:
+    what the class token reads from each patch in that block. Class-agnostic: the target is
+    ignored."""
+
+    name = "raw_attention"
+    defaults = {"head_fusion": "mean", "block": -1}
+    choices = {"head_fusion": ("mean", "max", "min")}
+    description = "raw attention: the class token's attention over the patches in one block (last by default); ViT-style models"
+
+    @torch.no_grad()
+    def attribute(self, model, inputs, targets, *, seeds=None):
+        _, attns = self._forward(model, inputs, grad=False)
+        block = int(self.params["block"])
+        if not -len(attns) <= block < len(attns):
+            raise MethodConfigError(f"raw_attention: block {block} does not exist; {len(attns)} attention blocks ran")
+        fused = fuse_heads(attns[block], self.params["head_fusion"])
+        return class_token_map(model, fused[:, 0], self.params["prefix_tokens"], inputs.shape[-2:])

@@ -6,6 +6,6 @@ imports its own registrants.
 """
 
 from bench.models.base import MODEL_ADAPTERS, ClassMap, ModelBundle, load_model
-from bench.models import crowd, custom, effnet, harbor, hub, mobilenet  # noqa: E402,F401  (registrants)
+from bench.models import crowd, custom, effnet, harbor, harbor_vit, hub, mobilenet  # noqa: E402,F401  (registrants)
 
 __all__ = ["MODEL_ADAPTERS", "ClassMap", "ModelBundle", "load_model"]

@@ -8,12 +8,21 @@ work offline (:mod:`bench.models.zoo_weights`).
 
 Both adapters give the module in eval mode, a whole-image preprocessing (resize to the model's
 input size, no crop; mean/std from the weights' own metadata), a default target layer found by
-:func:`bench.models.probe.probe_module` (the last spatial feature map before the head; none for
-transformers), and, for 1000-output models, the ImageNet-1k -> ``class_map`` map (default
-``"coco"``); other models get no class map unless one is given (only ``"<top-1>"`` resolves).
+:func:`bench.models.probe.probe_module` (the last spatial feature map before the head), and, for
+1000-output models, the ImageNet-1k -> ``class_map`` map (default ``"coco"``); other models get
+no class map unless one is given (only ``"<top-1>"`` resolves).
+
+Vision Transformers (a ``patch_embed`` and ``blocks`` of pre-norm blocks, as timm's ViT, DeiT,
+BEiT, EVA ...): the default CAM layer is the last block's ``norm1``, the deepest layer whose
+patch tokens still reach the class token (after the last block only the class token reaches the
+head, so the gradient on every patch token there is zero); CAM methods turn its tokens into the
+patch grid (:mod:`bench.methods.tokens`). timm's fused attention needs nothing here: the
+attention methods switch it off for their own forward passes (:mod:`bench.methods.transformer`).
 """
 
 from __future__ import annotations
+
+from torch import nn
 
 from bench.models.base import MODEL_ADAPTERS, ModelBundle
 from bench.models.bundle import AUTO, module_bundle
@@ -103,22 +112,34 @@ def load_torchvision(
     )
 
 
+def transformer_target_layer(module: nn.Module) -> str | None:
+    """``blocks.<last>.norm1`` for a ViT-style model (``patch_embed`` and ``blocks`` whose last
+    block has ``norm1``), else None."""
+    blocks = getattr(module, "blocks", None)
+    if getattr(module, "patch_embed", None) is None or not isinstance(blocks, (nn.Sequential, nn.ModuleList)) or not len(blocks):
+        return None
+    return f"blocks.{len(blocks) - 1}.norm1" if isinstance(getattr(blocks[-1], "norm1", None), nn.Module) else None
+
+
 @MODEL_ADAPTERS.register("timm")
 def load_timm(
     rest: str,
     *,
     seed: int = 0,
     pretrained: bool = True,
+    num_classes: int | None = None,
     input_size: int | list[int] | None = None,
     target_layer: str | None = None,
     class_map: str | None = AUTO,
 ) -> ModelBundle:
     """``timm:NAME`` via ``timm.create_model(NAME, pretrained=pretrained)``; input size,
-    mean and std from ``timm.data.resolve_data_config`` (the pretrained config)."""
+    mean and std from ``timm.data.resolve_data_config`` (the pretrained config).
+    ``num_classes``: a head of that many outputs instead of the model's own (for weights of a
+    fine-tuned model given with ``file:``)."""
     name = _need_name("timm", rest)
     spec = f"timm:{name}"
     timm = import_optional("timm", spec=spec, install="pip install timm (needs torchvision)")
-    kwargs = {}
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
     source = None
     if pretrained:
         source = _timm_weights(timm, name, spec)
@@ -141,13 +162,18 @@ def load_timm(
     cfg = timm.data.resolve_data_config({}, model=module)
     size = tuple(cfg.get("input_size", (3, 224, 224))[1:])
     info = {"library": f"timm {getattr(timm, '__version__', '?')}", "pretrained": pretrained}
-    return module_bundle(
+    vit_layer = transformer_target_layer(module) if target_layer is None else None
+    bundle = module_bundle(
         spec, module,
         input_size=parse_size(input_size if input_size is not None else list(size)),
         mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)),
-        target_layer=target_layer, class_map=class_map, info=info,
+        target_layer=target_layer if vit_layer is None else vit_layer, class_map=class_map, info=info,
         imagenet_default=pretrained,
     )
+    if vit_layer is not None:
+        bundle.info["target_layer_source"] = "auto: the last transformer block's norm1 (tokens on the patch grid)"
+        bundle.info["num_prefix_tokens"] = int(getattr(module, "num_prefix_tokens", 1))
+    return bundle
 
 
 def _timm_weights(timm, name: str, spec: str):

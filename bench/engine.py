@@ -139,10 +139,13 @@ def _check_same_code(out: results.ResultsDir, prov: dict[str, Any]) -> None:
     if not path.exists():
         return
     try:
-        before = out.provenance().get("identity", {})
+        earlier = out.provenance()
     except (OSError, ValueError) as exc:
         raise RunError(f"{path}: cannot read the earlier session's provenance ({exc})") from exc
-    now = prov["identity"]
+    # Packages are compared by installed version: whether an optional package imports can
+    # depend on what else the process imported first, which is not other code.
+    before = {**earlier.get("identity", {}), "packages": _installed(earlier)}
+    now = {**prov["identity"], "packages": _installed(prov)}
     changed = [k for k in CODE_IDENTITY_KEYS if before.get(k) != now.get(k)]
     if changed:
         detail = "; ".join(f"{k}: {before.get(k)!r} then, {now.get(k)!r} now" for k in changed)
@@ -151,6 +154,14 @@ def _check_same_code(out: results.ResultsDir, prov: dict[str, Any]) -> None:
             "Start it again with --fresh, or use another run name / --out",
             resumable=False,
         )
+
+
+def _installed(prov: dict[str, Any]) -> dict[str, str]:
+    """Installed package versions of a provenance record: those that imported and those that
+    did not (``environment.packages_not_importable`` holds "VERSION (reason)")."""
+    missing = prov.get("environment", {}).get("packages_not_importable", {}) or {}
+    versions = {k: str(v).split(" ", 1)[0] for k, v in missing.items()}
+    return dict(sorted({**versions, **(prov.get("identity", {}).get("packages") or {})}.items()))
 
 
 def _check_same_config(cfg: RunConfig, out: results.ResultsDir) -> None:

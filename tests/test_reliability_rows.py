@@ -38,15 +38,15 @@ def test_rows_round_trip_and_undefined_scores_read_back_as_nan(tmp_path):
     path = tmp_path / "s.jsonl"
     rows = [
         {"model": "m", "target": "boat", "score": 0.25, "hit": True, "n": 3},
-        {"model": "m", "target": None, "score": math.nan, "other": math.inf, "reason": None},
+        {"model": "m", "target": None, "score": math.nan, "ratio": math.inf, "reason": None},
     ]
     with results.RowWriter(path) as w:
         w.write(rows)
-    assert path.read_text().splitlines()[1] == '{"model":"m","target":null,"score":null,"other":null,"reason":null}'
+    assert path.read_text().splitlines()[1] == '{"model":"m","target":null,"score":null,"ratio":null,"reason":null}'
     back = results.read_rows(path)
     assert back[0] == rows[0]
     assert back[1]["target"] is None and back[1]["reason"] is None  # names stay None
-    assert math.isnan(back[1]["score"]) and math.isnan(back[1]["other"])  # scores are NaN
+    assert math.isnan(back[1]["score"]) and math.isnan(back[1]["ratio"])  # scores are NaN
 
 
 def test_torn_last_line_is_ignored_and_cut_before_the_next_append(tmp_path):

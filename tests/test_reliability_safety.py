@@ -29,6 +29,8 @@ DYNAMIC_IMPORTS = {
     "cli/__init__.py",  # the fixed list of subcommand modules
     "models/custom.py",  # python:package.module:factory, a spec the user writes
     "models/weights.py",  # import_optional: fixed module names of optional model packages
+    "cli/listing.py",  # `groundbench methods`: whether the fixed adapter packages import here
+    "provenance.py",  # versions only of the fixed package list's members that import here
 }
 
 

@@ -182,3 +182,21 @@ def test_class_mean_leaderboard_scale_is_fast():
     hits = (rng.random(clusters.size) < 0.7).astype(float)
     est, low, high = bootstrap_ci(hits, clusters, classes, "class_mean")
     assert low < est < high and high - low < 0.03
+
+
+def test_rounding_differences_share_the_leaders_rank():
+    # CAM and Grad-CAM on a global-pooling CNN: the same maps by different float32 arithmetic.
+    # A difference of 2e-7 on every row is consistent, so without the tolerance the paired
+    # bootstrap calls it significant; within SCORE_RTOL it is the same value.
+    rng = np.random.default_rng(7)
+    n = 60
+    base = 0.3 + 0.5 * rng.random(n)
+    scores = {"cam": base, "gradcam": base - 2e-7, "worse": base - 1e-3}
+    ranked = {r.name: r for r in rank_methods(scores, n_resamples=500)}
+    assert ranked["cam"].rank == ranked["gradcam"].rank == 1
+    assert ranked["gradcam"].p_value == 1.0
+    # 1e-3 below on every row is far above rounding: a rank of its own (competition ranking).
+    assert ranked["worse"].rank == 3
+    # The estimates are the values as computed, not snapped.
+    assert ranked["gradcam"].estimate == pytest.approx(float(np.mean(base)) - 2e-7, abs=1e-12)
+    assert ranked["gradcam"].estimate < ranked["cam"].estimate

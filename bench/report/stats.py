@@ -342,6 +342,18 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return out.tolist()
 
 
+# Relative difference below which two float32 scores of one row are the same value (see
+# rank_methods): float32 has a relative precision of 2**-24 ~ 6e-8.
+SCORE_RTOL = 1e-6
+
+
+def _equal_to_rounding(values: np.ndarray, leader: np.ndarray) -> np.ndarray:
+    """``values`` with each entry that equals the leader's up to :data:`SCORE_RTOL` replaced by
+    the leader's (NaN stays NaN)."""
+    close = np.abs(values - leader) <= SCORE_RTOL * np.maximum(np.abs(values), np.abs(leader))
+    return np.where(close, leader, values)
+
+
 def rank_methods(
     scores: Mapping[str, Sequence[float]],
     clusters=None,
@@ -372,6 +384,14 @@ def rank_methods(
     is no chaining: every method that shares a rank was compared with that rank's leader, never
     only with a neighbour (A ~ B and B ~ C do not make A ~ C). Methods whose estimate is NaN
     (no defined value) come last and share one rank, with p_value NaN.
+
+    Scores are computed in float32, so two methods that make the same map by different
+    arithmetic (CAM and Grad-CAM on a global-pooling CNN) differ by rounding only. In the
+    comparison with the leader, a row's two values count as equal when
+    ``|a - b| <= SCORE_RTOL * max(|a|, |b|)`` (:data:`SCORE_RTOL` = 1e-6, about 8 float32 ulps):
+    a method equal to the leader on every row gets p_value 1 and shares its rank, where a
+    consistent rounding difference would otherwise be "significant". Estimates and their order
+    are the values as computed.
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
@@ -398,7 +418,7 @@ def rank_methods(
         raw = [
             paired_test(
                 arrays[leader],
-                arrays[name],
+                _equal_to_rounding(arrays[name], arrays[leader]),
                 clusters,
                 classes,
                 aggregate,

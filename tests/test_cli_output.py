@@ -34,12 +34,19 @@ FLOOD = "Input Tensor 0 did not already require gradients, required_grads has be
 
 
 def _flood(n: int, text: str, filename: str, module: str, category=UserWarning) -> None:
-    """``n`` warnings of one text from one place, with a filter change before each, as code
-    that enters ``warnings.catch_warnings()`` per batch makes them (it resets the registry)."""
-    for i in range(n):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)  # any change resets the registries
-        warnings.warn_explicit(text, category, filename, 71, module=module, registry={})
+    """``n`` warnings of one text from one line, raised by ``warnings.warn`` in code whose
+    module is ``module`` (a frame with that ``__name__``: the package need not be installed) in
+    ``filename``, with a warning filter change before each, as code that enters
+    ``warnings.catch_warnings()`` per batch makes them: the change resets Python's memory of
+    what it has shown (the module's ``__warningregistry__``), so each one is shown again."""
+    code = compile(
+        "for _ in range(n):\n"
+        "    with warnings.catch_warnings():\n"
+        "        warnings.simplefilter('ignore', ResourceWarning)\n"
+        "    warnings.warn(text, category)\n",
+        filename, "exec",
+    )
+    exec(code, {"__name__": module, "warnings": warnings, "n": n, "text": text, "category": category})
 
 
 def test_other_packages_warnings_show_once_each_and_groundbench_own_every_time(capsys):
@@ -50,13 +57,25 @@ def test_other_packages_warnings_show_once_each_and_groundbench_own_every_time(c
             _flood(5, FLOOD, CAPTUM_FILE, "captum._utils.gradient")
             _flood(3, "numpy copy keyword", "/opt/venv/lib/python3.11/site-packages/pycocotools/mask.py",
                    "pycocotools.mask", DeprecationWarning)
+            # A library's warning with stacklevel=2 names groundbench's line; still the library's.
+            _flood(3, "non-full backward hook", OWN_FILE, "torch.nn.modules.module")
             _flood(3, "harbor cache is stale", OWN_FILE, "bench.engine")
     err = capsys.readouterr().err
     assert err.count(FLOOD) == 1
     assert err.count("numpy copy keyword") == 1
+    assert err.count("non-full backward hook") == 1
     assert err.count("harbor cache is stale") == 3  # groundbench's own: every time it is raised
-    assert "note: 6 repeat(s) of 2 warning(s) from other packages were not shown again" in err
+    assert "note: 8 repeat(s) of 3 warning(s) from other packages were not shown again" in err
     assert warnings.filters == before_filters and warnings.showwarning is before_show
+
+
+def test_without_the_command_block_the_same_warnings_flood(capsys):
+    """The flood is real: the same warnings, outside command_output, reach stderr every time."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = lambda m, c, f, n, file=None, line=None: sys.stderr.write(warnings.formatwarning(m, c, f, n, line))
+        _flood(5, FLOOD, CAPTUM_FILE, "captum._utils.gradient")
+    assert capsys.readouterr().err.count(FLOOD) == 5
 
 
 def test_quiet_hides_other_packages_warnings_but_not_groundbench_own(capsys):

@@ -5,7 +5,7 @@
   enters ``warnings.catch_warnings()`` per batch (ours around pycocotools' decoder, torch's,
   the libraries' own) resets Python's "once per location" memory, so without this a warning
   can come back on every batch. At the end, one line counts the repeats not shown. With
-  ``quiet`` they are not shown at all. groundbench's own warnings (raised from a file of the
+  ``quiet`` they are not shown at all. groundbench's own warnings (raised by code of the
   ``bench`` package) are shown as Python shows them;
 - the progress bars of the libraries behind the adapters (:func:`bench.methods.adapters.library_progress`)
   follow the command's ``--no-progress`` / ``--quiet``.
@@ -30,24 +30,32 @@ BENCH_DIR = Path(bench.__file__).resolve().parent
 
 
 class WarningGate:
-    """``warnings.showwarning`` for one command: a warning whose file lies outside the
-    ``bench`` package is written the first time its (category, text) is seen and counted after
-    that; groundbench's own are written every time Python's filters let them through. Written
-    to ``file`` if the caller gave one, else to ``sys.stderr`` as it is at that moment."""
+    """``warnings.showwarning`` for one command. A warning raised by code outside the ``bench``
+    package is written the first time its (category, text) is seen and only counted after that;
+    groundbench's own are written every time Python's filters let them through. Written to
+    ``file`` if the caller gave one, else to ``sys.stderr`` as it is at that moment.
+
+    Who raised a warning is the module of the innermost Python frame below the ``warnings``
+    machinery, not the warning's file: a library's ``warnings.warn(..., stacklevel=2)`` names
+    its caller's line (often groundbench's) but is still the library's warning. Only when no
+    such frame is found is the file used."""
 
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
         self.seen: Counter[tuple[type, str]] = Counter()
-        self._own: dict[str, bool] = {}
+        self._own_files: dict[str, bool] = {}
 
     def is_own(self, filename: str) -> bool:
-        if filename not in self._own:
+        raiser = _raising_module()
+        if raiser is not None:
+            return raiser == "bench" or raiser.startswith("bench.")
+        if filename not in self._own_files:
             try:
                 Path(filename).resolve().relative_to(BENCH_DIR)
-                self._own[filename] = True
+                self._own_files[filename] = True
             except (ValueError, OSError):
-                self._own[filename] = False
-        return self._own[filename]
+                self._own_files[filename] = False
+        return self._own_files[filename]
 
     def __call__(self, message, category, filename, lineno, file: TextIO | None = None, line: str | None = None) -> None:
         if not self.is_own(str(filename)):
@@ -71,6 +79,15 @@ class WarningGate:
             f"note: {total} repeat(s) of {len(hidden)} warning(s) from other packages were not "
             f"shown again (each is shown once above)"
         )
+
+
+def _raising_module() -> str | None:
+    """``__name__`` of the innermost frame that is neither this module nor Python's warnings
+    machinery (``warnings``; ``_py_warnings`` from Python 3.14): the code that warned."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__") in (__name__, "warnings", "_py_warnings"):
+        frame = frame.f_back
+    return frame.f_globals.get("__name__") if frame is not None else None
 
 
 @contextmanager

@@ -50,6 +50,7 @@ from bench.batching import Prepared, PreparedSamples, collate_prepared
 from bench.config import RunConfig
 from bench.data.registry import load_dataset
 from bench.methods import AttributionMethod, create_method
+from bench.methods.adapters import library_progress
 from bench.models import ModelBundle, load_model
 from bench.sanity.scorer import SanityChecks, SanityError, example_input
 from bench.reliance import RelianceFeature
@@ -268,7 +269,9 @@ def run_config(
         results.check_claimable(out.path)
         held = results.ResultsLock(out.path).acquire()
     try:
-        return _run_locked(cfg, out, dataset, methods, columns, indices, bundles, device, resume, shard, progress, on_batch, timer, scorer, t0)
+        # progress=False also silences the bars the adapters' libraries draw (pytorch-grad-cam).
+        with library_progress(progress):
+            return _run_locked(cfg, out, dataset, methods, columns, indices, bundles, device, resume, shard, progress, on_batch, timer, scorer, t0)
     finally:
         if lock is None:
             held.release()

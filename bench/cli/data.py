@@ -16,6 +16,10 @@ from bench.data.fetch import FetchError, default_root, fetch, verify
 from bench.data.manifest import ManifestError, list_manifests, load_manifest
 
 ROOT_HELP = "dataset directory (default: $GROUNDBENCH_DATA/NAME, else the cache folder)"
+WHERE = (
+    "Without --root a dataset lives in $GROUNDBENCH_DATA/NAME when that variable is set, else in\n"
+    "the platform cache folder (~/.cache/groundbench/NAME on Linux)."
+)
 
 
 def _root(args: argparse.Namespace, name: str) -> Path:
@@ -80,18 +84,32 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
+    raw = argparse.RawDescriptionHelpFormatter
     parser = subparsers.add_parser(
         "data", help="list, fetch and verify datasets",
-        description="List the shipped dataset manifests, download a dataset, or check a "
-        "dataset directory against its manifest.",
+        description="List the shipped dataset manifests, download a dataset, or check a dataset "
+        "directory.\n\n" + WHERE,
+        epilog="Examples:\n  groundbench data list\n  groundbench data fetch osie\n"
+        "  groundbench data verify coco2017-val --root ~/data/coco",
+        formatter_class=raw,
     )
     actions = parser.add_subparsers(dest="data_command", metavar="ACTION")
 
-    listing = actions.add_parser("list", help="the shipped dataset manifests")
+    listing = actions.add_parser(
+        "list", help="the shipped dataset manifests",
+        description="List the shipped dataset manifests: title, loaders, files and download size.",
+        epilog="Example:\n  groundbench data list", formatter_class=raw,
+    )
     listing.set_defaults(func=cmd_list)
 
-    get = actions.add_parser("fetch", help="download (cached, resumable, checksummed) and extract")
-    get.add_argument("name", help="manifest name (see `data list`) or path to a manifest .toml")
+    get = actions.add_parser(
+        "fetch", help="download (cached, resumable, checksummed) and extract",
+        description="Download a dataset (cached, resumable, checksummed) and extract it.\n\n" + WHERE,
+        epilog="Examples:\n  groundbench data fetch osie\n"
+        "  groundbench data fetch mit1003 --root ~/data/mit1003 --delete-archives",
+        formatter_class=raw,
+    )
+    get.add_argument("name", help="manifest name (see data list) or path to a manifest .toml")
     get.add_argument("--root", help=ROOT_HELP)
     get.add_argument("--force-extract", action="store_true", help="extract archives again")
     get.add_argument("--delete-archives", action="store_true",
@@ -99,8 +117,14 @@ def register(subparsers) -> None:
     get.add_argument("--no-progress", action="store_true", help="no download progress bars")
     get.set_defaults(func=cmd_fetch)
 
-    check = actions.add_parser("verify", help="check files, hashes and counts")
-    check.add_argument("name", help="manifest name (see `data list`) or path to a manifest .toml")
+    check = actions.add_parser(
+        "verify", help="check files, hashes and counts",
+        description="Check a dataset directory against its manifest: files, hashes and counts.\n\n" + WHERE,
+        epilog="Examples:\n  groundbench data verify osie\n"
+        "  groundbench data verify coco2017-val --root ~/data/coco --verbose",
+        formatter_class=raw,
+    )
+    check.add_argument("name", help="manifest name (see data list) or path to a manifest .toml")
     check.add_argument("--root", help=ROOT_HELP)
     check.add_argument("--verbose", action="store_true", help="list every check, not only failures")
     check.set_defaults(func=cmd_verify)

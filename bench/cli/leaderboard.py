@@ -8,9 +8,23 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("leaderboard", help="render the leaderboard of a results directory from its rows")
-    p.add_argument("results_dir")
-    p.add_argument("--confidence", type=float, default=0.95)
+    p = sub.add_parser(
+        "leaderboard",
+        help="render the leaderboard of a results directory from its rows",
+        description=(
+            "Render the leaderboard of a results directory from its score rows alone.\n\n"
+            "Estimates, bootstrap confidence intervals and ranks are recomputed from scores.jsonl;\n"
+            "with --write the tables, figures and report.html are written again as a run writes them."
+        ),
+        epilog=(
+            "Examples:\n"
+            "  groundbench leaderboard results/harbor-default\n"
+            "  groundbench leaderboard results/harbor-default --confidence 0.99 --write"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("results_dir", metavar="RESULTS_DIR", help="a results directory (written by run, score or merge)")
+    p.add_argument("--confidence", type=float, default=0.95, help="bootstrap CI level (default 0.95)")
     p.add_argument("--seed", type=int, help="bootstrap seed (default: the run's config seed, as the run used)")
     p.add_argument(
         "--write",

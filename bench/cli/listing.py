@@ -6,9 +6,36 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("methods", help="list attribution methods (family, parameters)")
+    p = sub.add_parser(
+        "methods",
+        help="list attribution methods (family, parameters)",
+        description=(
+            "List the registered attribution methods with their family, needs and parameters.\n\n"
+            "The list ends with the adapter families (captum:NAME, pytorch_grad_cam:NAME) and\n"
+            "whether each one's package imports here."
+        ),
+        epilog=(
+            "Examples:\n"
+            "  groundbench methods\n"
+            "  groundbench methods | grep cam"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.set_defaults(func=list_methods)
-    p = sub.add_parser("metrics", help="list metrics (direction, requirements, aggregation)")
+    p = sub.add_parser(
+        "metrics",
+        help="list metrics (direction, requirements, aggregation)",
+        description=(
+            "List the registered metrics with their direction, requirements, aggregation and parameters.\n\n"
+            "A config's [[metrics]] entry (or score --metric) takes the name and these parameters."
+        ),
+        epilog=(
+            "Examples:\n"
+            "  groundbench metrics\n"
+            "  groundbench metrics | grep gaze"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.set_defaults(func=list_metrics)
 
 

@@ -7,20 +7,34 @@ import sys
 from pathlib import Path
 
 
+DESCRIPTION = """Combine the shards of a run (--shard K/N, torchrun, Slurm array) into one results directory.
+
+Each SHARD_DIR is a shard's results directory or a run directory holding shard-K-of-N
+subdirectories. The merged rows and leaderboard are those of a single-process run of the same
+config."""
+
+EPILOG = """Examples:
+  groundbench merge results/coco-sample -o results/coco-sample-merged
+  groundbench merge results/a/shard-0-of-2 results/a/shard-1-of-2 -o results/a-merged --quiet"""
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "merge",
         help="combine the shards of a run (--shard K/N, torchrun, Slurm array) into one results directory",
-        description=(
-            "Each SHARD_DIR is a shard's results directory or a run directory holding "
-            "shard-K-of-N subdirectories. The merged rows and leaderboard are those of a "
-            "single-process run of the same config."
-        ),
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("shard_dirs", nargs="+", metavar="SHARD_DIR")
+    p.add_argument("shard_dirs", nargs="+", metavar="SHARD_DIR", help="a shard's results directory, or a run directory holding shard-K-of-N subdirectories")
     p.add_argument("-o", "--out", required=True, help="the merged results directory to write")
     p.add_argument("--allow-partial", action="store_true", help="merge even if some shards are missing")
     p.add_argument("--force", action="store_true", help="replace OUT if it already holds files")
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print only errors and the line saying where the merged results are (no leaderboard)",
+    )
     p.set_defaults(func=main)
 
 
@@ -39,7 +53,8 @@ def main(args: argparse.Namespace) -> int:
     out = Path(summary.out_dir)
     lb = build(out, seed=run_seed(out))
     write_tables(lb, out)
-    print(render_text(lb))
+    if not args.quiet:
+        print(render_text(lb))
     note = f"; shards missing: {summary.missing}" if summary.missing else ""
     print(f"merged {len(summary.shards)} shards into {out}  ({summary.rows} rows{note})")
     return 0

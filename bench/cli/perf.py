@@ -27,12 +27,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "perf",
         help="measure the pipeline against the model's own passes (images/s, stage shares, memory)",
         description=(
-            "For a ResNet-50 (random weights) and EfficientNet-Lite0 at 224x224, Grad-CAM and RISE, "
-            "batch sizes 1/16/64: images/s of the method's model passes alone (the limit) and of the "
-            "full engine from 640x480 JPEGs on disk to score rows, their ratio, and each stage's share; "
-            "then peak memory of a small and a large harbor run, metric cost vs Quantus, and host "
-            "synchronisations found in the loop."
+            "Measure the pipeline against the model's own passes (images/s, stage shares, memory).\n\n"
+            "For a ResNet-50 (random weights) and EfficientNet-Lite0 at 224x224, Grad-CAM and RISE,\n"
+            "batch sizes 1/16/64: images/s of the method's model passes alone (the limit) and of the\n"
+            "full engine from 640x480 JPEGs on disk to score rows, their ratio, and each stage's\n"
+            "share; then peak memory of a small and a large harbor run, metric cost vs Quantus, and\n"
+            "host synchronisations found in the loop."
         ),
+        epilog=(
+            "Examples:\n"
+            "  groundbench perf --quick\n"
+            "  groundbench perf --device cuda --autocast bf16 --json perf.json"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--quick", action="store_true", help="a few minutes on 2 CPU cores: batch 1 and 16, 2 timed batches, smaller memory runs, RISE with 8 masks")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

@@ -12,12 +12,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "report",
         help="one self-contained HTML file comparing methods across runs and models",
         description=(
-            "Render one HTML file (figures embedded, no network access needed to open it) from one "
-            "or more results directories: leaderboards with CIs, per-class breakdowns, figures and "
-            "each run's provenance. Every number is recomputed from the score rows."
+            "Write one self-contained HTML report comparing methods across runs and models.\n\n"
+            "The file embeds its figures (no network access needed to open it) and holds, for each\n"
+            "results directory: leaderboards with CIs, per-class breakdowns, figures and the run's\n"
+            "provenance. Every number is recomputed from the score rows."
         ),
+        epilog=(
+            "Examples:\n"
+            "  groundbench report results/harbor-default -o report.html\n"
+            "  groundbench report results/coco-sample results/osie-sample -o both.html --examples 0"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("results_dirs", nargs="+", metavar="RESULTS_DIR")
+    p.add_argument("results_dirs", nargs="+", metavar="RESULTS_DIR", help="results directories (of run, score or merge)")
     p.add_argument("-o", "--output", default="report.html", help="the HTML file to write (default: report.html)")
     p.add_argument("--title", help="page title (default: the run names)")
     p.add_argument("--confidence", type=float, default=0.95, help="bootstrap CI level (default 0.95)")

@@ -19,8 +19,27 @@ def _shard_arg(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+DESCRIPTION = """Run a benchmark config (default: the embedded harbor suite) and write its results.
+
+Every model, method and metric of the config is run on the dataset; score rows are written as
+they are computed, then the leaderboard, figures and report.html. The same command resumes an
+interrupted run."""
+
+EPILOG = """Examples:
+  groundbench run
+  groundbench run configs/coco_sample.toml --root ~/data/coco --device cuda
+  groundbench run my.toml --quiet --name trial-2       prints only errors and where the results are
+  groundbench run my.toml --shard 0/4                  one of 4 shards; then groundbench merge"""
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run a benchmark config (default: the embedded harbor suite)")
+    p = sub.add_parser(
+        "run",
+        help="run a benchmark config (default: the embedded harbor suite)",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("config", nargs="?", help="TOML run config; omitted: the embedded harbor suite")
     p.add_argument("--out", help="parent directory for results (default: the config's output_dir, 'results')")
     p.add_argument("--name", help="run name (default: the config's name)")
@@ -37,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=_shard_arg,
         help="run only samples i with i %% N == K (K/N); default: RANK/WORLD_SIZE (torchrun) or "
         "SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT (Slurm array) when set; combine shards with "
-        "`groundbench merge`",
+        "groundbench merge",
     )
     p.add_argument("--save-maps", action="store_true", help="also save every map as .npy at original resolution")
     p.add_argument(
@@ -45,7 +64,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="delete earlier results of this run name first (only in a folder groundbench created)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (scoring and model training)")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (scoring, model training, and the bars of the adapters' libraries)",
+    )
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print only errors, groundbench's warnings and the line saying where the results are "
+        "(no progress bars, no leaderboard, no notes, no warnings of other packages)",
+    )
     p.add_argument(
         "--allow-code",
         action="store_true",
@@ -83,7 +112,7 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for note in cfg.notes:
+    for note in [] if args.quiet else cfg.notes:
         print(f"note: {note}", file=sys.stderr)
     out = Path(cfg.output_dir) / cfg.name
     try:
@@ -102,7 +131,7 @@ def main(args: argparse.Namespace) -> int:
         lock.acquire()
         if args.fresh:
             results.empty_dir(out)
-        summary = run_config(cfg, out_dir=out, resume=True, shard=shard, progress=not args.no_progress, lock=lock)
+        summary = run_config(cfg, out_dir=out, resume=True, shard=shard, progress=not (args.no_progress or args.quiet), lock=lock)
         lb = build(out, seed=cfg.seed)
         text = render_text(lb)
         written = write_tables(lb, out, allow_code=args.allow_code)
@@ -113,13 +142,14 @@ def main(args: argparse.Namespace) -> int:
         return 1
     finally:
         lock.release()
-    print(text)
-    sanity_text = [p for p in written if p.name == "sanity.txt"]  # a run with [sanity]
-    if sanity_text:
-        print()
-        print(sanity_text[0].read_text(), end="")
+    if not args.quiet:
+        print(text)
+        sanity_text = [p for p in written if p.name == "sanity.txt"]  # a run with [sanity]
+        if sanity_text:
+            print()
+            print(sanity_text[0].read_text(), end="")
     print(f"results: {out}  ({summary.rows_written} rows this run, {summary.seconds:.1f} s)")
-    if shard:
+    if shard and not args.quiet:
         print(f"shard {shard[0]}/{shard[1]}: when every shard is done, `groundbench merge {out.parent} -o OUT`")
     if summary.failed_methods:
         for msg in summary.failed_methods:

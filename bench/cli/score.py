@@ -10,6 +10,11 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+DESCRIPTION = """Score saved attribution maps (from run --save-maps or another tool) into a results directory.
+
+The maps go through the same metric code as a run; the results directory is a run's (rows,
+leaderboard, figures, report.html)."""
+
 LAYOUT = """maps layout: MAPS_DIR/<model>/<method>/ holds, in any mix:
   one map per file, <image_id>__<target>.EXT, of shape H x W or 1 x H x W (or H x W x 1);
   batch files NAME.EXT of N maps (N x H x W or N x 1 x H x W) with an index: NAME.index.csv
@@ -23,8 +28,9 @@ batch without index, a map of no (image, target) of the dataset) is recorded in 
 and counted. A run directory made with --save-maps can be given as MAPS_DIR; with no
 --dataset/--config its own config.toml is used.
 
-examples:
+Examples:
   groundbench score results/harbor-default --name rescored
+  groundbench score results/harbor-default --name rescored --quiet
   groundbench score my_maps --dataset harbor --dataset-param split=test --dataset-param n=440 \\
       --dataset-param seed=1 --dataset-param size=96 --metric pointing_game:tolerance=6.0 --metric leakage"""
 
@@ -33,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "score",
         help="score saved attribution maps (from --save-maps or another tool) into a results directory",
-        description=__doc__,
+        description=DESCRIPTION,
         epilog=LAYOUT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -50,8 +56,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         help="samples per batch (default: the run config's batch size, else 32)",
     )
-    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers that load the dataset (default 0)")
     p.add_argument("--seed", type=int, help="bootstrap seed of the leaderboard (default: the config's, else 0)")
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print only errors, groundbench's warnings, where the results are and how many map "
+        "files were not used (no leaderboard, no notes, no warnings of other packages)",
+    )
     p.set_defaults(func=main)
 
 
@@ -110,7 +122,8 @@ def main(args: argparse.Namespace) -> int:
         for candidate in (maps_dir / results.CONFIG, maps_dir.parent / results.CONFIG):
             if candidate.exists() and (candidate.parent / MAPS_SUBDIR).is_dir():
                 config = candidate
-                print(f"using {config} for the dataset and metrics", file=sys.stderr)
+                if not args.quiet:
+                    print(f"using {config} for the dataset and metrics", file=sys.stderr)
                 break
     try:
         dataset, metrics, seed, batch_size, order = _from_config(config) if config else (None, [], 0, 32, None)
@@ -153,7 +166,8 @@ def main(args: argparse.Namespace) -> int:
         where = f"{exc.filename}: " if exc.filename and str(exc.filename) not in str(exc) else ""
         print(f"error: {where}{exc.strerror if where else exc}", file=sys.stderr)
         return 2
-    print(render_text(lb))
+    if not args.quiet:
+        print(render_text(lb))
     print(f"results: {out}  ({summary.rows_written} rows from {len(summary.map_sets)} map sets, {summary.seconds:.1f} s)")
     if summary.unused:
         print(f"{summary.unused} map files not used (no (image, target) of the dataset, or not maps): recorded in {out / 'skipped.jsonl'}")

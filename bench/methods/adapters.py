@@ -23,6 +23,11 @@
   the default; the map is unchanged where y > 0); ``fix_score_sign = false`` gives the
   library's own map, labelled as such in the rows.
 
+**Progress bars.** pytorch-grad-cam 1.5.7 draws a tqdm bar per image in ScoreCAM and the
+AblationCAM family and has no option to turn it off; inside ``library_progress(False)`` (the
+engine's ``progress=False``, the CLI's ``--no-progress`` / ``--quiet``) the adapter runs the
+library with those bars disabled. Captum's bars (``show_progress``) are never turned on.
+
 Both libraries are optional: naming an adapter without its package installed (or, for
 pytorch-grad-cam, importable: it imports torchvision, OpenCV, ttach and scikit-learn) raises a
 clear error. :data:`ADAPTER_PACKAGES` names each family's package (``groundbench methods``
@@ -32,8 +37,12 @@ says whether it imports here).
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
-from typing import Any
+import sys
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Iterator
 
 import torch
 
@@ -68,6 +77,28 @@ _CAPTUM_STOCHASTIC = {
 }
 _SIMPLE = (bool, int, float, str, tuple, type(None))
 SIGNS = ("keep", "relu", "abs")
+
+# Whether the libraries behind the adapters may draw their own progress bars: set for a block
+# by library_progress (a context variable, so nothing outlives the block that set it).
+_LIBRARY_BARS: ContextVar[bool] = ContextVar("groundbench_library_progress", default=True)
+
+
+@contextmanager
+def library_progress(enabled: bool) -> Iterator[None]:
+    """Inside this block the adapters let their library draw its progress bars only if
+    ``enabled`` (pytorch-grad-cam's ScoreCAM / AblationCAM bar per image). The setting is a
+    context variable: restored when the block ends, and not seen by other threads."""
+    token = _LIBRARY_BARS.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _LIBRARY_BARS.reset(token)
+
+
+def library_bars_enabled() -> bool:
+    """The setting of the innermost :func:`library_progress` block (True outside any)."""
+    return _LIBRARY_BARS.get()
+
 
 # Prefix -> (import name, distribution, pip line) of the package an adapter family needs.
 ADAPTER_PACKAGES = {
@@ -272,9 +303,9 @@ def pytorch_grad_cam_method(class_name: str) -> type[AttributionMethod]:
             # where the activation is flat; groundbench's own CAM methods avoid that (see
             # bench.methods.base.capture_layer), so with a suffix the two can differ.
             handle = module.register_forward_hook(lambda _m, _i, out: act(out)) if act else None
+            use = fixed if p.get("fix_score_sign", False) else cls
             try:
-                use = fixed if p.get("fix_score_sign", False) else cls
-                with use(model=model, target_layers=[module]) as cam:
+                with _tqdm_silenced(use, not library_bars_enabled()), use(model=model, target_layers=[module]) as cam:
                     cam.batch_size = int(p["batch_size"])
                     # The library takes Python ints for targets; it copies to the CPU anyway.
                     wanted = [ClassifierOutputTarget(int(t)) for t in targets.tolist()]
@@ -290,6 +321,53 @@ def pytorch_grad_cam_method(class_name: str) -> type[AttributionMethod]:
         PytorchGradCAMMethod.defaults = {**PytorchGradCAMMethod.defaults, "fix_score_sign": True}
     PytorchGradCAMMethod.__name__ = PytorchGradCAMMethod.__qualname__ = f"PytorchGradCAM_{class_name}"
     return PytorchGradCAMMethod
+
+
+@contextmanager
+def _tqdm_silenced(cls: type, silence: bool) -> Iterator[None]:
+    """With ``silence``, for the block, every module defining a class of ``cls``'s hierarchy
+    that calls tqdm through a module-level name (pytorch-grad-cam 1.5.7: ``import tqdm`` then
+    ``tqdm.tqdm(...)`` in score_cam, ablation_cam, ablation_cam_multilayer; or ``from tqdm
+    import tqdm``) sees a tqdm with ``disable=True``; the names are put back when the block
+    ends. Such a library offers no option for its bars, and patching only the modules the
+    method's own classes live in leaves every other tqdm (groundbench's bars) as it was."""
+    if not silence:
+        yield
+        return
+    import tqdm as tqdm_package
+
+    quiet_bar = functools.partial(tqdm_package.tqdm, disable=True)
+    quiet_package = _QuietTqdm(tqdm_package, quiet_bar)
+    swapped: list[tuple[Any, Any]] = []
+    for klass in cls.__mro__:
+        module = sys.modules.get(klass.__module__)
+        current = getattr(module, "tqdm", None) if module is not None else None
+        if current is tqdm_package:
+            replacement = quiet_package
+        elif isinstance(current, type) and issubclass(current, tqdm_package.tqdm):
+            replacement = functools.partial(current, disable=True)
+        else:
+            continue
+        swapped.append((module, current))
+        module.tqdm = replacement
+    try:
+        yield
+    finally:
+        for module, original in reversed(swapped):
+            module.tqdm = original
+
+
+class _QuietTqdm:
+    """The tqdm package as a module that did ``import tqdm`` sees it, with ``tqdm.tqdm``
+    (and ``tqdm.trange``) drawing no bar; every other name is the package's own."""
+
+    def __init__(self, package: Any, quiet_bar: Any):
+        self._package = package
+        self.tqdm = quiet_bar
+        self.trange = lambda *args, **kwargs: quiet_bar(range(*args), **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._package, name)
 
 
 def _score_sign_fixed(cls):

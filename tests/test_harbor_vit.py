@@ -20,8 +20,8 @@ from bench.models import load_model
 from bench.models.harbor_vit import HarborViT, ViTTrainConfig, build, weights_sha256
 
 REPO = Path(__file__).resolve().parents[1]
-# A two-block harbor ViT trained for two steps: cheap, and enough to exercise adapter, cache and
-# methods (the first test that builds one caches it for the others).
+# A two-block harbor ViT trained for four steps (128 scenes, batches of 32): cheap, and enough
+# to exercise adapter, cache and methods (the first test that builds one caches it for the others).
 SMALL = {"n_train": 128, "epochs": 1, "n_eval": 44, "depth": 2}
 CAM_FAMILY = ["cam", "gradcam", "gradcampp", "xgradcam", "layercam", "scorecam", "eigencam"]
 
@@ -273,6 +273,10 @@ def test_shipped_vit_config_runs_every_method_on_both_harbor_vits(tmp_path):
     assert len(rows) == 2 * len(methods) * 6
     transformer_rows = [r for r in rows if r["method"] in ("raw_attention", "attention_rollout", "grad_rollout")]
     assert not any(r["map_invalid"] for r in transformer_rows)
+    # The shipped [reliance] section measures both ViTs' reliance (the validity table's input).
+    reliance = results.read_rows(out / results.RELIANCE)
+    assert data["reliance"]["modes"] == ["mean", "blur"]
+    assert {(r["model"], r["mode"]) for r in reliance} == {(f"harbor_vit:{v}", m) for v in ("contextual", "object_only") for m in ("mean", "blur")}
 
 
 def test_a_method_that_cannot_run_on_the_model_stops_the_run_before_any_row(tmp_path):
